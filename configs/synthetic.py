@@ -1,0 +1,44 @@
+"""The embedded default: a tiny DeepLabv3 on synthetic shapes, on a laptop CPU, in minutes.
+
+    python -m deeplab_jax.main --config=configs/synthetic.py --workdir=/tmp/deeplab_synthetic
+
+Classes differ by shape alone (deeplab_jax/data/synthetic.py), so only spatial context
+separates them. Expected result: see the README's figures (about 0.9 val mIoU in under 5
+minutes on 2 CPU cores); a per-pixel model, --config.model.architecture=per_pixel, stays far below.
+"""
+from configs import voc
+
+
+def get_config():
+    config = voc.get_config()
+
+    data = config.data
+    data.name = "synthetic_shapes"
+    data.train_split, data.eval_split = "train", "val"
+    data.synthetic = dict(
+        num_train_examples=8000,  # generated in code from a fixed seed per split
+        num_val_examples=200,
+        image_size=64,  # square images, pixels
+        max_shapes=3,  # 1..max_shapes shapes per image
+    )
+    data.canvas_size = (64, 64)
+    data.crop_size = (64, 64)
+    data.min_scale, data.max_scale = 0.75, 1.25  # milder than VOC's 0.5-2: small images
+    data.batch_size = 16
+
+    model = config.model
+    model.depth = 14  # one unit per block
+    model.width = 16
+    model.output_stride = 8
+    model.multi_grid = (1,)  # one factor per block4 unit
+    model.atrous_rates = (2, 4, 6)  # an 8x8 feature map: the VOC rates would see only padding
+    model.aspp_channels = 64
+    model.bn_momentum = 0.99  # a few thousand steps: 0.9997 would not settle in time
+
+    config.optim.base_learning_rate = 0.2
+    config.eval.batch_size = 40
+    config.num_train_steps = 4000
+    config.log_every_steps = 200
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 1000
+    return config

@@ -1,0 +1,21 @@
+"""A few-second smoke run and the tests' config: a minute model on small synthetic images.
+
+    python -m deeplab_jax.main --config=configs/tiny.py --workdir=/tmp/deeplab_tiny
+"""
+from configs import synthetic
+
+
+def get_config():
+    config = synthetic.get_config()
+    config.data.synthetic.update(num_train_examples=32, num_val_examples=10, image_size=33)
+    config.data.canvas_size = config.data.crop_size = (33, 33)
+    config.data.batch_size = 8
+    config.model.width = 8
+    config.model.aspp_channels = 16
+    config.eval.batch_size = 8
+    config.eval.num_visualizations = 2
+    config.num_train_steps = 2
+    config.log_every_steps = 1
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 1
+    return config

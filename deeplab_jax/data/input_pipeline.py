@@ -1,0 +1,139 @@
+"""Host-side input: example order, per-host rows, padding to a fixed canvas, prefetch.
+
+The host only decodes and pads; random scale, crop and flip run on the device inside the
+training step (`augment.py`). The order is a pure function of (seed, step): the examples of
+step s are positions s*G .. s*G+G-1 of an endless stream made of one fresh permutation per
+epoch (G = global batch). Resuming at step s therefore continues with exactly the next
+examples, none repeated or skipped, without saving any iterator state, and each process
+reads only its own rows of every global batch.
+
+A source is any sequence of examples: `len(source)` and `source[i]` returning
+{'image': uint8 [h, w, 3], 'label': uint8 [h, w]}.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+from deeplab_jax.data.augment import pad_to_canvas
+
+Batch = dict[str, np.ndarray]
+
+
+class ExampleSource(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]: ...
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+    """The order of one epoch: a permutation drawn from (seed, epoch) alone."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def train_example_indices(seed: int, step: int, global_batch_size: int, num_examples: int,
+                          rows: slice) -> np.ndarray:
+    """Dataset indices of `rows` of the global batch at `step`."""
+    positions = step * global_batch_size + np.arange(global_batch_size)[rows]
+    epochs, offsets = np.divmod(positions, num_examples)
+    permutations = {epoch: epoch_permutation(seed, int(epoch), num_examples)
+                    for epoch in np.unique(epochs)}
+    return np.array([permutations[e][o] for e, o in zip(epochs, offsets)], np.int64)
+
+
+def host_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
+    """The contiguous rows of a global batch that one process loads."""
+    per_host = global_batch_size // process_count
+    return slice(process_index * per_host, (process_index + 1) * per_host)
+
+
+def _padded_example(source: ExampleSource, index: int, canvas_size: tuple[int, int],
+                    ignore_label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    example = source[int(index)]
+    try:
+        return pad_to_canvas(example["image"], example["label"], canvas_size,
+                             ignore_label=ignore_label)
+    except ValueError as error:
+        raise ValueError(f"Example {index} of {type(source).__name__}: {error}") from error
+
+
+def _stack(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
+    images, labels, sizes = zip(*examples)
+    return {"image": np.stack(images), "label": np.stack(labels), "size": np.stack(sizes)}
+
+
+def train_batches(source: ExampleSource, *, global_batch_size: int, seed: int,
+                  start_step: int, canvas_size: tuple[int, int], ignore_label: int = 255,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+    """Endless host batches from `start_step` on.
+
+    Yields:
+      {'image': uint8 [b, Hc, Wc, 3], 'label': uint8 [b, Hc, Wc], 'size': int32 [b, 2]},
+      b = global_batch_size / process_count; `size` is each example's true (h, w).
+    """
+    rows = host_rows(global_batch_size, process_index, process_count)
+    step = start_step
+    while True:
+        indices = train_example_indices(seed, step, global_batch_size, len(source), rows)
+        yield _stack([_padded_example(source, i, canvas_size, ignore_label) for i in indices])
+        step += 1
+
+
+def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
+    return -(-num_examples // global_batch_size)
+
+
+def eval_batches(source: ExampleSource, *, global_batch_size: int,
+                 canvas_size: tuple[int, int], ignore_label: int = 255,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+    """One pass over the split; every example appears in exactly one row of one batch.
+
+    The last batch is filled with padding rows: all-ignore labels and `valid` False, so they
+    count neither in the confusion matrix nor in the image count.
+
+    Yields:
+      the train batch keys plus 'valid': bool [b].
+    """
+    rows = host_rows(global_batch_size, process_index, process_count)
+    height, width = canvas_size
+    for batch_index in range(num_eval_batches(len(source), global_batch_size)):
+        positions = batch_index * global_batch_size + np.arange(global_batch_size)[rows]
+        examples, valid = [], positions < len(source)
+        for position, is_valid in zip(positions, valid):
+            if is_valid:
+                examples.append(_padded_example(source, position, canvas_size, ignore_label))
+            else:
+                examples.append((np.zeros((height, width, 3), np.uint8),
+                                 np.full((height, width), ignore_label, np.uint8),
+                                 np.zeros(2, np.int32)))
+        batch = _stack(examples)
+        batch["valid"] = valid
+        yield batch
+
+
+def prefetch(iterator: Iterator[Any], buffer_size: int = 2) -> Iterator[Any]:
+    """Builds the next batches in a background thread while the device computes.
+
+    Exceptions in the producer (a broken file, say) are re-raised in the consumer.
+    """
+    items: queue.Queue = queue.Queue(maxsize=buffer_size)
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                items.put(item)
+        except BaseException as error:  # Re-raised in the consumer thread.
+            items.put(error)
+        items.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item = items.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item

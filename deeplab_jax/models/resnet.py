@@ -1,0 +1,191 @@
+"""Pre-activation ResNet-v2 backbone with atrous convolution, as TF-slim's resnet_v2.
+
+The structure follows `tf_slim.nets.resnet_v2` unit for unit, so that its ImageNet
+checkpoints map onto our parameters by name:
+- root: 7x7/2 conv with bias and no norm, then 3x3/2 max pool;
+- each bottleneck unit: BN+ReLU pre-activation; the shortcut is a 1x1 conv of the
+  pre-activation where the depth changes, otherwise the input subsampled; 1x1 conv
+  (BN+ReLU), 3x3 conv (BN+ReLU, carries the stride and the atrous rate), 1x1 conv with bias;
+- the stride sits on the LAST unit of blocks 1-3 (slim's `resnet_v2_block`);
+- a final BN+ReLU (`postnorm`) since pre-activation units leave their output unnormalised.
+
+Output stride (DeepLabv3 Sec. 3.1): once the running stride reaches the target, later strides
+become atrous rates instead (slim's `stack_blocks_dense`), and block4 multiplies its rate by
+the multi-grid factors (Sec. 3.2). Strides and rates are resolved by `strides_and_rates`, a
+pure function; the units never compute rates themselves, and the parameter tree does not
+depend on the output stride.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Bottleneck units per block. 50/101/152 are He et al.'s; 14 and 26 are test-sized.
+UNITS_PER_BLOCK = {
+    14: (1, 1, 1, 1),
+    26: (2, 2, 2, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+ROOT_STRIDE = 4  # 7x7/2 conv then 3x3/2 max pool.
+BLOCK_STRIDES = (2, 2, 2, 1)  # slim: the last unit of blocks 1-3 has stride 2.
+VALID_OUTPUT_STRIDES = (8, 16, 32)
+
+ModuleDef = Callable[..., nn.Module]
+
+
+def strides_and_rates(
+    output_stride: int,
+    units_per_block: Sequence[int],
+    multi_grid: Sequence[int] = (1, 2, 4),
+) -> list[list[tuple[int, int]]]:
+    """Resolves the (stride, atrous rate) of every unit's 3x3 conv.
+
+    Mirrors slim's `stack_blocks_dense`: while the running stride is below `output_stride`
+    units keep their stride; after that their stride becomes 1 and later units multiply their
+    rate by it. Block4's unit i then uses rate * multi_grid[i] (DeepLabv3 Sec. 3.2).
+
+    Args:
+      output_stride: input size / feature size: 8, 16 or 32.
+      units_per_block: number of units in each of the four blocks.
+      multi_grid: block4's unit rates relative to its base rate; one per block4 unit.
+
+    Returns:
+      One list per block of (stride, rate) per unit.
+    """
+    if output_stride not in VALID_OUTPUT_STRIDES:
+        raise ValueError(
+            f"output_stride={output_stride} is not supported; use one of {VALID_OUTPUT_STRIDES}.")
+    if len(units_per_block) != 4:
+        raise ValueError(f"units_per_block must list 4 blocks, got {tuple(units_per_block)}.")
+    if len(multi_grid) != units_per_block[3]:
+        raise ValueError(
+            f"multi_grid={tuple(multi_grid)} needs one factor per block4 unit "
+            f"({units_per_block[3]} units).")
+    current_stride, rate = ROOT_STRIDE, 1
+    blocks = []
+    for block_index, (num_units, block_stride) in enumerate(zip(units_per_block, BLOCK_STRIDES)):
+        units = []
+        for unit_index in range(num_units):
+            stride = block_stride if unit_index == num_units - 1 else 1
+            unit_rate = rate * (multi_grid[unit_index] if block_index == 3 else 1)
+            if current_stride == output_stride:
+                units.append((1, unit_rate))
+                rate *= stride
+            else:
+                units.append((stride, unit_rate))
+                current_stride *= stride
+        blocks.append(units)
+    return blocks
+
+
+def same_padding(kernel_size: int, stride: int, rate: int) -> str | list[tuple[int, int]]:
+    """Slim's `conv2d_same` padding: SAME at stride 1, explicit symmetric padding otherwise.
+
+    TF's SAME padding at stride 2 pads (0, 1) on even inputs; slim pads explicitly so the
+    result does not depend on the input size's parity. Matching it keeps the imported
+    ImageNet weights exact.
+    """
+    if stride == 1:
+        return "SAME"
+    effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    pad_total = effective - 1
+    pad_begin = pad_total // 2
+    return [(pad_begin, pad_total - pad_begin)] * 2
+
+
+class BottleneckUnitV2(nn.Module):
+    """One pre-activation bottleneck unit (slim's `bottleneck` in resnet_v2)."""
+
+    depth: int
+    depth_bottleneck: int
+    stride: int
+    rate: int
+    conv: ModuleDef
+    norm: ModuleDef
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        preact = nn.relu(self.norm(name="preact_norm")(x, use_running_average=not train))
+        if x.shape[-1] == self.depth:
+            # slim's `subsample`: a 1x1 max pool with the unit's stride.
+            shortcut = x[:, :: self.stride, :: self.stride, :]
+        else:
+            shortcut = self.conv(self.depth, (1, 1), strides=self.stride, use_bias=True,
+                                 name="shortcut")(preact)
+        y = self.conv(self.depth_bottleneck, (1, 1), name="conv1")(preact)
+        y = nn.relu(self.norm(name="conv1_norm")(y, use_running_average=not train))
+        y = self.conv(self.depth_bottleneck, (3, 3), strides=self.stride,
+                      kernel_dilation=self.rate, padding=same_padding(3, self.stride, self.rate),
+                      name="conv2")(y)
+        y = nn.relu(self.norm(name="conv2_norm")(y, use_running_average=not train))
+        y = self.conv(self.depth, (1, 1), use_bias=True, name="conv3")(y)
+        return shortcut + y
+
+
+class ResNetBlock(nn.Module):
+    """A stack of bottleneck units; output depth is 4x the bottleneck depth."""
+
+    units: Sequence[tuple[int, int]]  # (stride, rate) per unit, from strides_and_rates.
+    depth_bottleneck: int
+    conv: ModuleDef
+    norm: ModuleDef
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        for unit_index, (stride, rate) in enumerate(self.units):
+            x = BottleneckUnitV2(
+                depth=4 * self.depth_bottleneck, depth_bottleneck=self.depth_bottleneck,
+                stride=stride, rate=rate, conv=self.conv, norm=self.norm,
+                name=f"unit{unit_index + 1:02d}")(x, train=train)
+        # Probes read intermediates['backbone']['block4']['output'].
+        self.sow("intermediates", "output", x)
+        return x
+
+
+class ResNetV2(nn.Module):
+    """Pre-activation ResNet-v2 feature extractor, [B, H, W, 3] -> [B, H/os, W/os, 32*width].
+
+    Attributes:
+      depth: a key of UNITS_PER_BLOCK (14, 26, 50, 101, 152).
+      output_stride: 8, 16 or 32.
+      multi_grid: block4 rate factors (DeepLabv3 Sec. 3.2), one per block4 unit.
+      width: channels of the root conv; block i has bottleneck width width * 2**i and
+        output width 4x that (64 gives the standard ResNet).
+      dtype: computation dtype; parameters stay float32.
+      bn_momentum, bn_epsilon: BatchNorm decay and epsilon.
+    """
+
+    depth: int = 50
+    output_stride: int = 16
+    multi_grid: Sequence[int] = (1, 2, 4)
+    width: int = 64
+    dtype: Any = jnp.float32
+    bn_momentum: float = 0.9997
+    bn_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        if self.depth not in UNITS_PER_BLOCK:
+            raise ValueError(
+                f"ResNet depth {self.depth} is not defined; use one of {sorted(UNITS_PER_BLOCK)}.")
+        units_per_block = UNITS_PER_BLOCK[self.depth]
+        plan = strides_and_rates(self.output_stride, units_per_block, self.multi_grid)
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                                 param_dtype=jnp.float32)
+        norm = functools.partial(nn.BatchNorm, momentum=self.bn_momentum,
+                                 epsilon=self.bn_epsilon, dtype=self.dtype,
+                                 param_dtype=jnp.float32)
+
+        x = conv(self.width, (7, 7), strides=2, padding=same_padding(7, 2, 1), use_bias=True,
+                 name="root_conv")(x.astype(self.dtype))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for block_index, units in enumerate(plan):
+            x = ResNetBlock(units=tuple(units), depth_bottleneck=self.width * 2**block_index,
+                            conv=conv, norm=norm, name=f"block{block_index + 1}")(x, train=train)
+        return nn.relu(norm(name="postnorm")(x, use_running_average=not train))

@@ -1,0 +1,216 @@
+"""The training loop: the one place that holds iterators, writers and checkpoint managers.
+
+`train_and_evaluate(config, workdir)` builds everything from the config, resumes from the
+latest checkpoint in `workdir` if there is one, trains, evaluates and checkpoints; running the
+same command again after an interruption continues where the last checkpoint left off.
+`evaluate_checkpoint(config, workdir)` evaluates a saved checkpoint without training.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from deeplab_jax import checkpoint, config_lib, evaluate, parallel, visualize
+from deeplab_jax import train_step as train_step_lib
+from deeplab_jax.data import datasets, input_pipeline
+from deeplab_jax.models import get_model
+from deeplab_jax.writer import MetricWriter
+
+SUM_METRICS = ("loss_sum", "valid_pixels", "correct_pixels")
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _log_devices() -> None:
+    logging.info("JAX %s, process %d of %d, %d local / %d global devices: %s", jax.__version__,
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.devices()[0].device_kind)
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Saves the resolved config (derived values filled in) next to the checkpoints."""
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as file:
+            file.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+class _Setup:
+    """What both training and evaluation build from a config: data, model, state, evaluator."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, read_only: bool):
+        self.config = config
+        self.mesh = parallel.make_mesh()
+        parallel.check_global_batch_size(config.data.batch_size, self.mesh)
+        parallel.check_global_batch_size(config.eval.batch_size, self.mesh)
+        self.eval_source = datasets.get_dataset(config.data, config.data.eval_split)
+        self.num_classes = self.eval_source.num_classes
+        model = get_model(config.model, self.num_classes)
+        optimizer = train_step_lib.create_optimizer(config.optim, config.num_train_steps)
+        self.state_sharding = parallel.replicated_sharding(self.mesh)
+        init = jax.jit(train_step_lib.create_train_state, static_argnums=(1, 2, 3),
+                       out_shardings=self.state_sharding)
+        self.state = init(jax.random.key(config.seed), model, optimizer,
+                          tuple(config.data.crop_size))
+        self.manager = checkpoint.create_manager(
+            workdir, max_to_keep=config.max_checkpoints_to_keep, read_only=read_only)
+        self.eval_step = evaluate.make_eval_step(
+            get_model(config_lib.eval_model_config(config), self.num_classes),
+            num_classes=self.num_classes, ignore_label=config.data.ignore_label,
+            scales=config.eval.scales, flip=config.eval.flip)
+
+    def run_evaluation(self, workdir: str, writer: MetricWriter, step: int) -> dict[str, Any]:
+        """Evaluates the current state; writes the JSON, pictures and TensorBoard scalars."""
+        config, split = self.config, self.config.data.eval_split
+        batches = input_pipeline.eval_batches(
+            self.eval_source, global_batch_size=config.eval.batch_size,
+            canvas_size=tuple(config.data.canvas_size), ignore_label=config.data.ignore_label,
+            process_index=jax.process_index(), process_count=jax.process_count())
+        variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+        start = time.time()
+        results, pictures = evaluate.evaluate(
+            self.eval_step, variables,
+            (parallel.to_global_batch(batch, self.mesh) for batch in batches),
+            num_classes=self.num_classes, expected_num_images=len(self.eval_source),
+            class_names=self.eval_source.class_names,
+            num_visualizations=config.eval.num_visualizations)
+        extra = {"output_stride": config.eval.output_stride, "scales": list(config.eval.scales),
+                 "flip": config.eval.flip, "seconds": round(time.time() - start, 2)}
+        writer.write_scalars(step, {f"eval/{key}": results[key] for key in
+                                    ("miou", "pixel_accuracy", "mean_accuracy", "fwiou")})
+        if jax.process_index() == 0:
+            path = evaluate.write_metrics_json(workdir, results, step=step, split=split,
+                                               extra=extra)
+            logging.info("Evaluation on %s (%d images) at step %d: mIoU %.4f, written to %s",
+                         split, results["num_images"], step, results["miou"], path)
+            if pictures:
+                palette = self.eval_source.palette
+                panel = visualize.prediction_panel(pictures["image"], pictures["label"],
+                                                   pictures["prediction"], palette)
+                visualize.save_png(os.path.join(
+                    workdir, "predictions", f"{split}_step{step:08d}.png"), panel)
+                writer.write_images(step, {"eval/image_truth_prediction": panel})
+        return {**results, **extra}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
+
+    Returns:
+      The final evaluation's metrics.
+    """
+    config = config_lib.resolve_config(config)
+    workdir = config_lib.check_workdir(workdir)
+    _log_devices()
+    setup = _Setup(config, workdir, read_only=False)
+    writer = MetricWriter(os.path.join(workdir, "tensorboard"),
+                          write_to_tensorboard=jax.process_index() == 0)
+    _write_config(workdir, config)
+
+    # Resume: the latest complete checkpoint decides the step, the data position and the RNG.
+    setup.state, restored_step = checkpoint.restore(setup.manager, setup.state)
+    initial_step = int(setup.state.step)
+    if restored_step is not None:
+        logging.info("Resumed from the checkpoint at step %d.", restored_step)
+    else:
+        num_params = sum(x.size for x in jax.tree.leaves(setup.state.params))
+        logging.info("Starting from scratch: %d parameters.", num_params)
+        writer.write_text(0, "config", config.to_json_best_effort(indent=2))
+
+    train_source = datasets.get_dataset(config.data, config.data.train_split)
+    host_batches = input_pipeline.prefetch(input_pipeline.train_batches(
+        train_source, global_batch_size=config.data.batch_size, seed=config.seed,
+        start_step=initial_step, canvas_size=tuple(config.data.canvas_size),
+        ignore_label=config.data.ignore_label, process_index=jax.process_index(),
+        process_count=jax.process_count()))
+    step_fn = train_step_lib.jit_train_step(config, setup.state_sharding,
+                                            parallel.data_sharding(setup.mesh))
+    augment_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+
+    # Train: metric sums stay on device and are fetched once per logging interval.
+    sums, last_log_step, last_log_time = None, initial_step, time.time()
+    results = None
+    for step in range(initial_step, config.num_train_steps):
+        batch = parallel.to_global_batch(next(host_batches), setup.mesh)
+        setup.state, metrics = step_fn(setup.state, batch, jax.random.fold_in(augment_rng, step))
+        sums = metrics if sums is None else {
+            key: sums[key] + metrics[key] if key in SUM_METRICS else metrics[key]
+            for key in metrics}
+        done = step + 1
+        if step == initial_step:
+            jax.block_until_ready(metrics)
+            logging.info("First step (compilation included) took %.1f s.",
+                         time.time() - last_log_time)
+            last_log_time = time.time()
+            last_log_step = done
+        is_last = done == config.num_train_steps
+        if done % config.log_every_steps == 0 or is_last:
+            fetched = jax.device_get(sums)
+            if not np.isfinite(fetched["loss_sum"]):
+                raise FloatingPointError(
+                    f"Non-finite training loss between steps {last_log_step} and {done}.")
+            valid = max(float(fetched["valid_pixels"]), 1.0)
+            scalars = {
+                "train/loss": fetched["loss_sum"] / valid,
+                "train/pixel_accuracy": fetched["correct_pixels"] / valid,
+                "train/weight_decay_loss": fetched["weight_decay_loss"],
+                "train/grad_norm": fetched["grad_norm"],
+                "train/learning_rate": fetched["learning_rate"],
+            }
+            progress = ""
+            if done > last_log_step:  # Not just the compilation step: a rate is meaningful.
+                steps_per_second = (done - last_log_step) / (time.time() - last_log_time)
+                scalars["train/steps_per_second"] = steps_per_second
+                scalars["train/images_per_second"] = steps_per_second * config.data.batch_size
+                eta = (config.num_train_steps - done) / steps_per_second
+                progress = f", {steps_per_second:.2f} steps/s, ETA {_format_duration(eta)}"
+            writer.write_scalars(done, scalars, log=False)
+            logging.info("step %d/%d: loss %.4f, pixel accuracy %.4f, lr %.4g%s", done,
+                         config.num_train_steps, scalars["train/loss"],
+                         scalars["train/pixel_accuracy"], scalars["train/learning_rate"],
+                         progress)
+            sums, last_log_step, last_log_time = None, done, time.time()
+        if done % config.checkpoint_every_steps == 0 or is_last:
+            checkpoint.save(setup.manager, done, setup.state)
+        if done % config.eval_every_steps == 0 or is_last:
+            results = setup.run_evaluation(workdir, writer, done)
+            last_log_time = time.time()  # Evaluation time is not training time.
+
+    if results is None:  # Nothing left to train: report on the restored state.
+        results = setup.run_evaluation(workdir, writer, initial_step)
+    setup.manager.wait_until_finished()
+    setup.manager.close()
+    writer.close()
+    return results
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: Optional[int] = None) -> dict[str, Any]:
+    """Evaluates the checkpoint at `step` (default: the latest) in `workdir`; trains nothing.
+
+    The config's `eval` section applies (output stride, scales, flip), so a model trained at
+    output stride 16 can be evaluated at 8 with --config.eval.output_stride=8.
+    """
+    config = config_lib.resolve_config(config)
+    workdir = config_lib.check_workdir(workdir)
+    _log_devices()
+    setup = _Setup(config, workdir, read_only=True)
+    if setup.manager.latest_step() is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {checkpoint.checkpoint_dir(workdir)}: train first, or point "
+            "--workdir at the folder of a trained run.")
+    setup.state, restored_step = checkpoint.restore(setup.manager, setup.state, step)
+    with MetricWriter(os.path.join(workdir, "tensorboard"),
+                      write_to_tensorboard=jax.process_index() == 0) as writer:
+        results = setup.run_evaluation(workdir, writer, restored_step)
+    setup.manager.close()
+    return results

@@ -1,0 +1,128 @@
+"""The train state, the optimizer and the pure, jit-compiled training step.
+
+One step: augment the batch on device (random scale, crop, flip), apply the model with batch
+statistics, masked softmax cross-entropy plus L2 weight decay on conv kernels, SGD with
+momentum on the poly schedule. Under `jax.jit` with a batch-sharded input, BatchNorm's mean
+and variance cover the global batch (see `parallel.py`).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from deeplab_jax import losses
+from deeplab_jax.data import augment
+
+PyTree = Any
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState (step, params, opt_state) plus BatchNorm's running statistics."""
+
+    batch_stats: PyTree
+
+
+def create_learning_rate_schedule(optim_config: ml_collections.ConfigDict,
+                                  num_train_steps: int) -> optax.Schedule:
+    """The poly schedule, lr = base * (1 - step / total) ** power (DeepLabv3 Sec. 4.1)."""
+    return optax.polynomial_schedule(
+        init_value=optim_config.base_learning_rate, end_value=0.0,
+        power=optim_config.poly_power, transition_steps=num_train_steps)
+
+
+def create_optimizer(optim_config: ml_collections.ConfigDict,
+                     num_train_steps: int) -> optax.GradientTransformation:
+    """SGD with momentum; weight decay is a loss term (see `losses.l2_weight_decay`)."""
+    return optax.sgd(create_learning_rate_schedule(optim_config, num_train_steps),
+                     momentum=optim_config.momentum)
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
+                       image_shape: tuple[int, int]) -> TrainState:
+    """Initialises parameters and BN statistics from `rng` (a pure function: jit it)."""
+    variables = model.init(rng, jnp.zeros((1, *image_shape, 3), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables["batch_stats"], tx=optimizer)
+
+
+def augment_config_kwargs(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The static arguments of `augment.augment_batch` from `config.data`."""
+    return dict(crop_size=tuple(data_config.crop_size), min_scale=data_config.min_scale,
+                max_scale=data_config.max_scale, scale_step=data_config.scale_step,
+                flip=data_config.flip, ignore_label=data_config.ignore_label)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               learning_rate_fn: optax.Schedule, weight_decay: float, freeze_bn: bool, ignore_label: int,
+               augment_kwargs: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimisation step on a global batch.
+
+    Args:
+      state: the replicated train state.
+      batch: 'image' uint8 [B, Hc, Wc, 3], 'label' uint8 [B, Hc, Wc], 'size' int32 [B, 2],
+        examples padded onto a fixed canvas (see `input_pipeline.py`).
+      rng: a key for this step's augmentation; the loop derives it from the seed and the
+        step, so a resumed run draws the same augmentation.
+      learning_rate_fn: the optimizer's schedule, for logging.
+      weight_decay: L2 coefficient on conv kernels.
+      freeze_bn: use and keep the running BN statistics (the paper's OS8 fine-tuning stage).
+      ignore_label: label value excluded from the loss.
+      augment_kwargs: static arguments of `augment.augment_batch`.
+
+    Returns:
+      (new state, metrics): sums and counts (loss_sum, valid_pixels, correct_pixels) that
+      add up across steps, plus the step's weight-decay term, learning rate and gradient norm.
+    """
+    images, labels = augment.augment_batch(rng, batch["image"], batch["label"], batch["size"],
+                                           **augment_kwargs)
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        if freeze_bn:
+            logits, new_batch_stats = state.apply_fn(variables, images, train=False), \
+                state.batch_stats
+        else:
+            logits, updates = state.apply_fn(variables, images, train=True,
+                                             mutable=["batch_stats"])
+            new_batch_stats = updates["batch_stats"]
+        loss_sum, valid_pixels = losses.softmax_cross_entropy_sum(
+            logits, labels, ignore_label=ignore_label)
+        decay = losses.l2_weight_decay(params, weight_decay)
+        loss = loss_sum / jnp.maximum(valid_pixels, 1.0) + decay
+        return loss, (logits, loss_sum, valid_pixels, decay, new_batch_stats)
+
+    grads, (logits, loss_sum, valid_pixels, decay, new_batch_stats) = jax.grad(
+        loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=new_batch_stats)
+
+    valid = labels != ignore_label
+    correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels) & valid)
+    metrics = {
+        "loss_sum": loss_sum,
+        "valid_pixels": valid_pixels,
+        "correct_pixels": correct.astype(jnp.float32),
+        "weight_decay_loss": decay,
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": learning_rate_fn(state.step),
+    }
+    return new_state, metrics
+
+
+def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,
+                   batch_sharding: Any) -> Callable:
+    """Compiles `train_step` for `config` once, donating the old state's buffers."""
+    step = functools.partial(
+        train_step,
+        learning_rate_fn=create_learning_rate_schedule(config.optim, config.num_train_steps),
+        weight_decay=config.optim.weight_decay, freeze_bn=config.optim.freeze_bn,
+        ignore_label=config.data.ignore_label,
+        augment_kwargs=augment_config_kwargs(config.data))
+    return jax.jit(step, in_shardings=(state_sharding, batch_sharding, None),
+                   out_shardings=(state_sharding, None), donate_argnums=0)

@@ -1,0 +1,105 @@
+"""Evaluation: padding never counts, image count checked, multi-scale/flip averaging."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deeplab_jax import evaluate, parallel
+from deeplab_jax.data import input_pipeline
+from deeplab_jax.models.deeplab import DeepLabV3
+
+NUM_CLASSES = 3
+
+
+class RandomSource:
+    class_names = ("a", "b", "c")
+
+    def __init__(self, num_examples, seed=0):
+        rng = np.random.default_rng(seed)
+        self.examples = []
+        for _ in range(num_examples):
+            height, width = rng.integers(9, 17, size=2)
+            label = rng.integers(0, NUM_CLASSES, size=(height, width)).astype(np.uint8)
+            label[0, 0] = 255
+            self.examples.append({"image": rng.integers(0, 256, (height, width, 3), np.uint8),
+                                  "label": label})
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        return self.examples[index]
+
+
+@pytest.fixture(scope="module")
+def model_and_variables():
+    model = DeepLabV3(num_classes=NUM_CLASSES, depth=14, width=4, multi_grid=(1,),
+                      aspp_channels=8, output_stride=8)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
+    return model, variables
+
+
+def _run(model, variables, source, **kwargs):
+    mesh = parallel.make_mesh()
+    step = evaluate.make_eval_step(model, num_classes=NUM_CLASSES, ignore_label=255,
+                                   scales=(1.0,), flip=False)
+    batches = input_pipeline.eval_batches(source, global_batch_size=8, canvas_size=(16, 16))
+    return evaluate.evaluate(step, variables,
+                             (parallel.to_global_batch(b, mesh) for b in batches),
+                             num_classes=NUM_CLASSES, class_names=source.class_names, **kwargs)
+
+
+def test_confusion_matrix_over_the_split_matches_numpy(model_and_variables):
+    model, variables = model_and_variables
+    source = RandomSource(11)  # 11 examples, batches of 8: the second batch is 5/8 padding
+    results, pictures = _run(model, variables, source, expected_num_images=11,
+                             num_visualizations=3)
+    expected = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for example in source.examples:
+        height, width = example["label"].shape
+        canvas = np.zeros((1, 16, 16, 3), np.float32)
+        canvas[0, :height, :width] = example["image"]
+        logits = model.apply(variables, jnp.asarray(canvas), train=False)
+        prediction = np.asarray(jnp.argmax(logits, -1))[0, :height, :width]
+        valid = example["label"] != 255
+        np.add.at(expected, (example["label"][valid], prediction[valid]), 1)
+    assert results["num_images"] == 11
+    assert results["num_pixels"] == expected.sum()
+    diagonal = np.diag(expected)
+    union = expected.sum(0) + expected.sum(1) - diagonal
+    np.testing.assert_allclose(results["miou"], np.mean(diagonal / union), rtol=1e-9)
+    assert pictures["image"].shape == (3, 16, 16, 3)
+
+
+def test_wrong_image_count_is_an_error(model_and_variables):
+    model, variables = model_and_variables
+    with pytest.raises(RuntimeError, match="saw 11 images but the split has 12"):
+        _run(model, variables, RandomSource(11), expected_num_images=12)
+
+
+def test_single_scale_without_flip_is_plain_softmax(model_and_variables):
+    model, variables = model_and_variables
+    images = jax.random.uniform(jax.random.key(3), (2, 17, 21, 3), maxval=255.0)
+    probabilities = evaluate.predict_probabilities(model, variables, images)
+    expected = jax.nn.softmax(model.apply(variables, images, train=False), axis=-1)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_flip_averaging_is_flip_invariant(model_and_variables):
+    model, variables = model_and_variables
+    images = jax.random.uniform(jax.random.key(4), (1, 17, 21, 3), maxval=255.0)
+    kwargs = dict(scales=(0.75, 1.0, 1.25), flip=True)
+    a = evaluate.predict_probabilities(model, variables, images, **kwargs)
+    b = evaluate.predict_probabilities(model, variables, images[:, :, ::-1], **kwargs)
+    np.testing.assert_allclose(a, b[:, :, ::-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-5)
+    assert a.shape == (1, 17, 21, NUM_CLASSES)
+
+
+def test_metrics_json_path_and_content(tmp_path):
+    path = evaluate.write_metrics_json(str(tmp_path), {"miou": 0.5}, step=12, split="val",
+                                       extra={"output_stride": 8})
+    assert path == str(tmp_path / "eval" / "val_step00000012.json")
+    import json
+    assert json.load(open(path)) == {"step": 12, "split": "val", "output_stride": 8,
+                                     "miou": 0.5}
