@@ -23,7 +23,10 @@ def get_config():
     )
     data.canvas_size = (64, 64)
     data.crop_size = (64, 64)
-    data.min_scale, data.max_scale = 0.75, 1.25  # milder than VOC's 0.5-2: small images
+    # Flip only. Shape sizes already vary 2x in the generator, and scale jitter (0.75-1.25)
+    # measured 0.31 instead of 0.59 val mIoU after 1000 steps: interpolated training images
+    # are smoother than the sharp val images.
+    data.min_scale = data.max_scale = 1.0
     data.batch_size = 16
 
     model = config.model

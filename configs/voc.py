@@ -62,4 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1_000
     config.max_checkpoints_to_keep = 3
     config.seed = 0  # parameters, data order and augmentation all derive from it
+    # A workdir whose latest checkpoint's params and BN statistics start this run (fresh step
+    # and optimizer): a second training stage. Ignored once this run has checkpoints.
+    config.init_from = config_dict.placeholder(str)
     return config

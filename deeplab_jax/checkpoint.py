@@ -53,3 +53,22 @@ def restore(manager: ocp.CheckpointManager, state: PyTree,
             f"The checkpoint at step {step} in {manager.directory} does not fit this "
             f"config's model (different depth, width or class count?): {error}") from error
     return restored["state"], step
+
+
+def initialize_from(other_workdir: str, state: PyTree) -> PyTree:
+    """Replaces `state`'s params and BN statistics by those of `other_workdir`'s latest checkpoint.
+
+    The step and optimizer state stay fresh: this starts a new stage of training from an
+    earlier one (the paper's OS8 fine-tuning starts from the OS16 run, Sec. 4.1), whereas
+    `restore` continues the same run.
+    """
+    manager = create_manager(other_workdir, read_only=True)
+    try:
+        if manager.latest_step() is None:
+            raise FileNotFoundError(
+                f"config.init_from={other_workdir!r}: no checkpoint in "
+                f"{checkpoint_dir(other_workdir)}.")
+        restored, _ = restore(manager, state)
+    finally:
+        manager.close()
+    return state.replace(params=restored.params, batch_stats=restored.batch_stats)

@@ -21,6 +21,7 @@ from deeplab_jax import metrics
 from deeplab_jax.models.resize import resize_bilinear
 
 PyTree = Any
+MEAN_PIXEL = 127.5  # [0, 255] pixels; the model maps it to 0
 
 
 def predict_probabilities(model: nn.Module, variables: PyTree, images: jax.Array, *,
@@ -50,20 +51,36 @@ def predict_probabilities(model: nn.Module, variables: PyTree, images: jax.Array
     return total / (len(scales) * (2 if flip else 1))
 
 
+def pad_with_mean_pixel(images: jax.Array, sizes: jax.Array) -> jax.Array:
+    """Sets canvas padding to the mean pixel, 127.5 (0 after normalisation), as the official
+    evaluation pads; the model sees it near the border of images smaller than the canvas.
+
+    Args:
+      images: [B, H, W, 3]; sizes: int32 [B, 2], the true (h, w) at the top-left.
+
+    Returns:
+      float32 [B, H, W, 3].
+    """
+    rows = jnp.arange(images.shape[1])[None, :, None] < sizes[:, 0, None, None]
+    cols = jnp.arange(images.shape[2])[None, None, :] < sizes[:, 1, None, None]
+    return jnp.where((rows & cols)[..., None], images.astype(jnp.float32), MEAN_PIXEL)
+
+
 def eval_step(variables: PyTree, batch: dict[str, jax.Array], *, model: nn.Module,
               num_classes: int, ignore_label: int, scales: Sequence[float],
               flip: bool) -> dict[str, jax.Array]:
     """Confusion matrix of one global batch.
 
     Args:
-      batch: 'image' uint8 [B, H, W, 3], 'label' uint8 [B, H, W], 'valid' bool [B].
+      batch: 'image' uint8 [B, H, W, 3], 'label' uint8 [B, H, W], 'size' int32 [B, 2] (each
+        example's true size on the canvas), 'valid' bool [B].
 
     Returns:
       'confusion' int32 [K, K] (rows: ground truth), 'num_images' int32 (valid rows),
       'prediction' int32 [B, H, W].
     """
-    probabilities = predict_probabilities(model, variables, batch["image"], scales=scales,
-                                          flip=flip)
+    images = pad_with_mean_pixel(batch["image"], batch["size"])
+    probabilities = predict_probabilities(model, variables, images, scales=scales, flip=flip)
     prediction = jnp.argmax(probabilities, axis=-1).astype(jnp.int32)
     labels = batch["label"].astype(jnp.int32)
     mask = jnp.broadcast_to(batch["valid"][:, None, None], labels.shape)
@@ -121,17 +138,20 @@ def _local_rows(array: jax.Array) -> np.ndarray:
     return np.concatenate([np.asarray(shard.data) for shard in shards])
 
 
-def metrics_path(workdir: str, split: str, step: int) -> str:
-    """Where each evaluation's JSON goes: WORKDIR/eval/{split}_step{step:08d}.json."""
-    return os.path.join(workdir, "eval", f"{split}_step{step:08d}.json")
+def evaluation_name(split: str, step: int, *, output_stride: int, scales: Sequence[float],
+                    flip: bool) -> str:
+    """`{split}_step{step:08d}_os{stride}[_ms{scales}][_flip]`: one name per setting, so an
+    evaluation at another stride or with multi-scale inference never overwrites another."""
+    name = f"{split}_step{step:08d}_os{output_stride}"
+    if tuple(scales) != (1.0,):
+        name += "_ms" + "-".join(f"{scale:g}" for scale in scales)
+    return name + ("_flip" if flip else "")
 
 
-def write_metrics_json(workdir: str, results: dict[str, Any], *, step: int, split: str,
-                       extra: dict[str, Any] | None = None) -> str:
-    """Writes the metrics with the step and split; returns the path."""
-    path = metrics_path(workdir, split, step)
+def write_metrics_json(workdir: str, name: str, record: dict[str, Any]) -> str:
+    """Writes WORKDIR/eval/NAME.json atomically; returns the path."""
+    path = os.path.join(workdir, "eval", f"{name}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    record = {"step": step, "split": split, **(extra or {}), **results}
     temporary = path + ".tmp"
     with open(temporary, "w") as file:
         json.dump(record, file, indent=2)

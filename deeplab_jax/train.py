@@ -83,21 +83,22 @@ class _Setup:
             num_classes=self.num_classes, expected_num_images=len(self.eval_source),
             class_names=self.eval_source.class_names,
             num_visualizations=config.eval.num_visualizations)
-        extra = {"output_stride": config.eval.output_stride, "scales": list(config.eval.scales),
-                 "flip": config.eval.flip, "seconds": round(time.time() - start, 2)}
+        settings = {"output_stride": config.eval.output_stride,
+                    "scales": list(config.eval.scales), "flip": config.eval.flip}
+        extra = {**settings, "seconds": round(time.time() - start, 2)}
         writer.write_scalars(step, {f"eval/{key}": results[key] for key in
                                     ("miou", "pixel_accuracy", "mean_accuracy", "fwiou")})
         if jax.process_index() == 0:
-            path = evaluate.write_metrics_json(workdir, results, step=step, split=split,
-                                               extra=extra)
+            name = evaluate.evaluation_name(split, step, **settings)
+            path = evaluate.write_metrics_json(workdir, name,
+                                               {"step": step, "split": split, **extra, **results})
             logging.info("Evaluation on %s (%d images) at step %d: mIoU %.4f, written to %s",
                          split, results["num_images"], step, results["miou"], path)
             if pictures:
                 palette = self.eval_source.palette
                 panel = visualize.prediction_panel(pictures["image"], pictures["label"],
                                                    pictures["prediction"], palette)
-                visualize.save_png(os.path.join(
-                    workdir, "predictions", f"{split}_step{step:08d}.png"), panel)
+                visualize.save_png(os.path.join(workdir, "predictions", f"{name}.png"), panel)
                 writer.write_images(step, {"eval/image_truth_prediction": panel})
         return {**results, **extra}
 
@@ -121,6 +122,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     initial_step = int(setup.state.step)
     if restored_step is not None:
         logging.info("Resumed from the checkpoint at step %d.", restored_step)
+    elif config.init_from:
+        setup.state = checkpoint.initialize_from(config.init_from, setup.state)
+        logging.info("Initialised parameters and BN statistics from %s.", config.init_from)
     else:
         num_params = sum(x.size for x in jax.tree.leaves(setup.state.params))
         logging.info("Starting from scratch: %d parameters.", num_params)
@@ -202,12 +206,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     """
     config = config_lib.resolve_config(config)
     workdir = config_lib.check_workdir(workdir)
-    _log_devices()
-    setup = _Setup(config, workdir, read_only=True)
-    if setup.manager.latest_step() is None:
+    if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
         raise FileNotFoundError(
             f"No checkpoint in {checkpoint.checkpoint_dir(workdir)}: train first, or point "
             "--workdir at the folder of a trained run.")
+    _log_devices()
+    setup = _Setup(config, workdir, read_only=True)
+    if setup.manager.latest_step() is None:
+        raise FileNotFoundError(f"No complete checkpoint in {checkpoint.checkpoint_dir(workdir)}.")
     setup.state, restored_step = checkpoint.restore(setup.manager, setup.state, step)
     with MetricWriter(os.path.join(workdir, "tensorboard"),
                       write_to_tensorboard=jax.process_index() == 0) as writer:

@@ -40,13 +40,13 @@ def trained_workdir(tmp_path_factory):
 def test_run_writes_checkpoints_metrics_pictures_and_config(trained_workdir):
     workdir, results = trained_workdir
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3", "4"]
-    metrics = json.load(open(os.path.join(workdir, "eval", "val_step00000004.json")))
+    metrics = json.load(open(os.path.join(workdir, "eval", "val_step00000004_os8.json")))
     assert metrics["step"] == 4 and metrics["split"] == "val" and metrics["num_images"] == 10
     for key in ("pixel_accuracy", "mean_accuracy", "miou", "fwiou", "per_class_iou"):
         assert key in metrics
     assert metrics["miou"] == results["miou"]
-    assert os.path.exists(os.path.join(workdir, "eval", "val_step00000002.json"))
-    assert os.path.exists(os.path.join(workdir, "predictions", "val_step00000004.png"))
+    assert os.path.exists(os.path.join(workdir, "eval", "val_step00000002_os8.json"))
+    assert os.path.exists(os.path.join(workdir, "predictions", "val_step00000004_os8.png"))
     assert any(name.startswith("events") for name in
                os.listdir(os.path.join(workdir, "tensorboard")))
     config = json.load(open(os.path.join(workdir, "config.json")))
@@ -62,12 +62,12 @@ def test_rerun_resumes_exactly_where_the_checkpoint_left_off(trained_workdir, tm
         shutil.rmtree(os.path.join(interrupted, "checkpoints", step))
     shutil.rmtree(os.path.join(interrupted, "eval"))
     train.train_and_evaluate(_config(), interrupted)
-    assert not os.path.exists(os.path.join(interrupted, "eval", "val_step00000002.json"))
+    assert not os.path.exists(os.path.join(interrupted, "eval", "val_step00000002_os8.json"))
     final, resumed = _load_checkpoint(workdir, 4), _load_checkpoint(interrupted, 4)
     for (path, a), (_, b) in zip(_leaves(final), _leaves(resumed)):
         np.testing.assert_array_equal(a, b, err_msg=str(path))
-    a = json.load(open(os.path.join(workdir, "eval", "val_step00000004.json")))
-    b = json.load(open(os.path.join(interrupted, "eval", "val_step00000004.json")))
+    a = json.load(open(os.path.join(workdir, "eval", "val_step00000004_os8.json")))
+    b = json.load(open(os.path.join(interrupted, "eval", "val_step00000004_os8.json")))
     assert a["per_class_iou"] == b["per_class_iou"]
 
 
@@ -86,8 +86,10 @@ def test_evaluate_checkpoint_at_another_output_stride(trained_workdir):
     config.eval.output_stride = 16
     results = train.evaluate_checkpoint(config, workdir, step=3)
     assert results["output_stride"] == 16 and results["num_images"] == 10
-    written = json.load(open(os.path.join(workdir, "eval", "val_step00000003.json")))
+    written = json.load(open(os.path.join(workdir, "eval", "val_step00000003_os16.json")))
     assert written["output_stride"] == 16
+    # The training-time evaluation at OS8 is untouched.
+    assert os.path.exists(os.path.join(workdir, "eval", "val_step00000004_os8.json"))
 
 
 def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path):
@@ -101,3 +103,29 @@ def test_checkpoint_of_another_model_is_refused(trained_workdir):
     config.model.width = 16
     with pytest.raises(ValueError, match="does not fit this config's model"):
         train.evaluate_checkpoint(config, workdir)
+
+
+def test_init_from_starts_a_new_stage_from_another_run(trained_workdir, tmp_path):
+    workdir, _ = trained_workdir
+    config = _config(num_train_steps=1)
+    config.init_from = workdir
+    # With lr 0 and frozen BN a step changes nothing: the new run holds the imported weights.
+    config.optim.base_learning_rate = 0.0
+    config.optim.freeze_bn = True
+    config.model.output_stride = 16  # a second stage at another stride, as in the paper
+    config.model.atrous_rates = (1, 2, 3)
+    second = str(tmp_path / "second_stage")
+    train.train_and_evaluate(config, second)
+    assert os.listdir(os.path.join(second, "checkpoints")) == ["1"]
+    first, new = _load_checkpoint(workdir, 4), _load_checkpoint(second, 1)
+    for key in ("params", "batch_stats"):
+        for (path, a), (_, b) in zip(_leaves(first[key]), _leaves(new[key])):
+            np.testing.assert_array_equal(a, b, err_msg=str(path))
+    assert int(new["step"]) == 1
+
+
+def test_init_from_a_folder_without_checkpoints_is_refused(tmp_path):
+    config = _config(num_train_steps=1)
+    config.init_from = str(tmp_path / "nothing_here")
+    with pytest.raises(FileNotFoundError, match="config.init_from"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))

@@ -1,4 +1,6 @@
 """Evaluation: padding never counts, image count checked, multi-scale/flip averaging."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,7 +59,7 @@ def test_confusion_matrix_over_the_split_matches_numpy(model_and_variables):
     expected = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for example in source.examples:
         height, width = example["label"].shape
-        canvas = np.zeros((1, 16, 16, 3), np.float32)
+        canvas = np.full((1, 16, 16, 3), 127.5, np.float32)  # mean-pixel padding
         canvas[0, :height, :width] = example["image"]
         logits = model.apply(variables, jnp.asarray(canvas), train=False)
         prediction = np.asarray(jnp.argmax(logits, -1))[0, :height, :width]
@@ -96,10 +98,17 @@ def test_flip_averaging_is_flip_invariant(model_and_variables):
     assert a.shape == (1, 17, 21, NUM_CLASSES)
 
 
-def test_metrics_json_path_and_content(tmp_path):
-    path = evaluate.write_metrics_json(str(tmp_path), {"miou": 0.5}, step=12, split="val",
-                                       extra={"output_stride": 8})
-    assert path == str(tmp_path / "eval" / "val_step00000012.json")
+def test_each_inference_setting_gets_its_own_file(tmp_path):
+    names = {evaluate.evaluation_name("val", 12, output_stride=os_, scales=scales, flip=flip)
+             for os_ in (8, 16) for scales in ((1.0,), (0.5, 1.0, 1.75)) for flip in (0, 1)}
+    assert len(names) == 8
+    assert evaluate.evaluation_name("val", 12, output_stride=16, scales=(1.0,),
+                                    flip=False) == "val_step00000012_os16"
+    assert evaluate.evaluation_name("val", 12, output_stride=8, scales=(0.5, 1.0, 1.75),
+                                    flip=True) == "val_step00000012_os8_ms0.5-1-1.75_flip"
+    path = evaluate.write_metrics_json(str(tmp_path), "val_step00000012_os16",
+                                       {"step": 12, "miou": 0.5})
+    assert path == str(tmp_path / "eval" / "val_step00000012_os16.json")
     import json
-    assert json.load(open(path)) == {"step": 12, "split": "val", "output_stride": 8,
-                                     "miou": 0.5}
+    assert json.load(open(path)) == {"step": 12, "miou": 0.5}
+    assert os.listdir(tmp_path / "eval") == ["val_step00000012_os16.json"]  # no temporary left

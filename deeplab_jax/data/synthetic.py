@@ -127,15 +127,17 @@ def generate_example(seed: int, index: int, size: int = 64, max_shapes: int = 3,
 
     # Shapes, apart from each other (a rejected pose is redrawn) so each stays whole.
     num_shapes = rng.integers(1, max_shapes + 1)
+    occupied = np.zeros((size, size), bool)  # placed shapes grown by SHAPE_GAP
     for _ in range(MAX_PLACEMENT_TRIES):
         if num_shapes == 0:
             break
         class_index = int(rng.integers(1, NUM_CLASSES))
         mask = _shape_mask(CLASS_NAMES[class_index], rng, coords, size, max_rotation)
-        if np.any(mask & (_dilate(label > 0, SHAPE_GAP))):
+        if np.any(mask & occupied):
             continue
         image[mask] = _texture(rng, size, coords, _base_color(rng, background_color))[mask]
         label[mask] = class_index
+        occupied |= _dilate(mask, SHAPE_GAP)
         num_shapes -= 1
 
     label[_boundary(label)] = IGNORE_LABEL
