@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     model.dtype = "float32"  # computation dtype: float32 or bfloat16 (params stay float32)
     model.bn_momentum = 0.9997  # BatchNorm decay (Sec. 4.1)
     model.bn_epsilon = 1e-5  # TF-slim resnet_arg_scope's epsilon
+    # slim resnet_v2_<depth> .tar.gz/.ckpt or converted .npz (wants [-1,1] pixels: model scales)
+    model.pretrained_backbone = config_dict.placeholder(str)  # None: backbone from scratch
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.base_learning_rate = 0.007  # poly schedule start (Sec. 4.1)

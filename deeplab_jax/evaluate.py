@@ -77,7 +77,8 @@ def eval_step(variables: PyTree, batch: dict[str, jax.Array], *, model: nn.Modul
 
     Returns:
       'confusion' int32 [K, K] (rows: ground truth), 'num_images' int32 (valid rows),
-      'prediction' int32 [B, H, W].
+      'prediction' int32 [B, H, W], 'per_image_confusion' int32 [B, K, K] (zero for
+      padding rows; their sum over B is 'confusion').
     """
     images = pad_with_mean_pixel(batch["image"], batch["size"])
     probabilities = predict_probabilities(model, variables, images, scales=scales, flip=flip)
@@ -86,8 +87,11 @@ def eval_step(variables: PyTree, batch: dict[str, jax.Array], *, model: nn.Modul
     mask = jnp.broadcast_to(batch["valid"][:, None, None], labels.shape)
     confusion = metrics.confusion_matrix(labels, prediction, num_classes,
                                          ignore_label=ignore_label, mask=mask)
+    per_image_confusion = jax.vmap(functools.partial(
+        metrics.confusion_matrix, num_classes=num_classes, ignore_label=ignore_label))(
+            labels, prediction, mask=mask)
     return {"confusion": confusion, "num_images": jnp.sum(batch["valid"].astype(jnp.int32)),
-            "prediction": prediction}
+            "prediction": prediction, "per_image_confusion": per_image_confusion}
 
 
 def make_eval_step(model: nn.Module, *, num_classes: int, ignore_label: int,
@@ -98,8 +102,13 @@ def make_eval_step(model: nn.Module, *, num_classes: int, ignore_label: int,
 
 def evaluate(step_fn: Any, variables: PyTree, batches: Iterable[dict[str, jax.Array]], *,
              num_classes: int, expected_num_images: int, class_names: Sequence[str],
-             num_visualizations: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             num_visualizations: int = 0,
+             per_image: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Runs `step_fn` over the split and turns the summed confusion matrix into metrics.
+
+    With `per_image` (a `reports.PerImageStats`), each valid row of this process also gets
+    its own mIoU, the running best and worst examples are kept (with the prediction outside
+    the image's true size set to 255) and `per_image.confusion` is set to the split's matrix.
 
     Returns:
       (metrics dict as in `metrics.metrics_from_confusion_matrix` plus 'num_images', and the
@@ -108,6 +117,7 @@ def evaluate(step_fn: Any, variables: PyTree, batches: Iterable[dict[str, jax.Ar
     confusion = jnp.zeros((num_classes, num_classes), jnp.int32)
     num_images = jnp.zeros((), jnp.int32)
     shown: dict[str, list[np.ndarray]] = {"image": [], "label": [], "prediction": []}
+    pending = None  # Per-image statistics lag one batch: the device runs ahead meanwhile.
     for batch in batches:
         outputs = step_fn(variables, batch)
         confusion = confusion + outputs["confusion"]
@@ -118,16 +128,42 @@ def evaluate(step_fn: Any, variables: PyTree, batches: Iterable[dict[str, jax.Ar
             for key, array in (("image", batch["image"]), ("label", batch["label"]),
                                ("prediction", outputs["prediction"])):
                 shown[key].extend(np.asarray(_local_rows(array))[valid])
+        if per_image is not None:
+            if pending is not None:
+                _add_per_image(per_image, *pending)
+            pending = (batch, outputs)
+    if pending is not None:
+        _add_per_image(per_image, *pending)
     num_images = int(num_images)
     if num_images != expected_num_images:
         raise RuntimeError(
             f"Evaluation saw {num_images} images but the split has {expected_num_images}; "
             "the input pipeline dropped or repeated examples.")
     results = metrics.metrics_from_confusion_matrix(np.asarray(confusion), class_names)
+    if per_image is not None:
+        per_image.confusion = np.asarray(confusion)
     results["num_images"] = num_images
     pictures = {key: np.stack(value[:num_visualizations]) for key, value in shown.items()
                 if value}
     return results, pictures
+
+
+def _add_per_image(per_image: Any, batch: dict[str, jax.Array],
+                   outputs: dict[str, jax.Array]) -> None:
+    """Feeds this process's valid rows of one batch to `per_image` (a PerImageStats)."""
+    rows = np.flatnonzero(np.asarray(_local_rows(batch["valid"])))
+
+    def fetch(selected):
+        picked = rows[np.asarray(selected)]
+        image, label = (np.asarray(_local_rows(batch[key]))[picked] for key in ("image", "label"))
+        prediction = np.asarray(_local_rows(outputs["prediction"]))[picked]
+        sizes = np.asarray(_local_rows(batch["size"]))[picked]
+        inside = ((np.arange(prediction.shape[1])[None, :, None] < sizes[:, 0, None, None])
+                  & (np.arange(prediction.shape[2])[None, None, :] < sizes[:, 1, None, None]))
+        return {"image": image, "label": label,
+                "prediction": np.where(inside, prediction, 255).astype(np.int32)}
+
+    per_image.add_batch(np.asarray(_local_rows(outputs["per_image_confusion"]))[rows], fetch)
 
 
 def _local_rows(array: jax.Array) -> np.ndarray:

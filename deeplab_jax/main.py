@@ -8,12 +8,10 @@ Any config field can be overridden with --config.FIELD=VALUE; the config is lock
 mistyped field is an error, not a silently ignored flag. Config files are Python and run as
 code: only use config files you trust.
 """
-import logging
-
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import train
+from deeplab_jax import cli, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -27,12 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
-    # orbax and absl log every checkpoint step at INFO; keep the run's own lines readable.
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    cli.start(argv)
     if FLAGS.mode == "train":
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:

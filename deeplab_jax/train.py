@@ -16,7 +16,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from deeplab_jax import checkpoint, config_lib, evaluate, parallel, visualize
+from deeplab_jax import (checkpoint, config_lib, evaluate, parallel, pretrained, reports,
+                         visualize)
 from deeplab_jax import train_step as train_step_lib
 from deeplab_jax.data import datasets, input_pipeline
 from deeplab_jax.models import get_model
@@ -77,12 +78,13 @@ class _Setup:
             process_index=jax.process_index(), process_count=jax.process_count())
         variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
         start = time.time()
+        per_image = reports.PerImageStats()
         results, pictures = evaluate.evaluate(
             self.eval_step, variables,
             (parallel.to_global_batch(batch, self.mesh) for batch in batches),
             num_classes=self.num_classes, expected_num_images=len(self.eval_source),
             class_names=self.eval_source.class_names,
-            num_visualizations=config.eval.num_visualizations)
+            num_visualizations=config.eval.num_visualizations, per_image=per_image)
         settings = {"output_stride": config.eval.output_stride,
                     "scales": list(config.eval.scales), "flip": config.eval.flip}
         extra = {**settings, "seconds": round(time.time() - start, 2)}
@@ -100,6 +102,12 @@ class _Setup:
                                                    pictures["prediction"], palette)
                 visualize.save_png(os.path.join(workdir, "predictions", f"{name}.png"), panel)
                 writer.write_images(step, {"eval/image_truth_prediction": panel})
+            try:  # Pictures are a reader's aid: never lose a training run over one.
+                reports.write_evaluation_report(workdir, name, results, per_image,
+                                                self.eval_source.class_names,
+                                                self.eval_source.palette)
+            except Exception:  # pylint: disable=broad-except
+                logging.exception("Could not write the evaluation report of %s.", name)
         return {**results, **extra}
 
 
@@ -126,6 +134,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         setup.state = checkpoint.initialize_from(config.init_from, setup.state)
         logging.info("Initialised parameters and BN statistics from %s.", config.init_from)
     else:
+        if config.model.pretrained_backbone:  # ImageNet weights; a resumed run never reloads.
+            params, batch_stats = pretrained.load_backbone(
+                config.model.pretrained_backbone, setup.state.params, setup.state.batch_stats)
+            setup.state = setup.state.replace(
+                params=parallel.replicate(params, setup.mesh),
+                batch_stats=parallel.replicate(batch_stats, setup.mesh))
         num_params = sum(x.size for x in jax.tree.leaves(setup.state.params))
         logging.info("Starting from scratch: %d parameters.", num_params)
         writer.write_text(0, "config", config.to_json_best_effort(indent=2))

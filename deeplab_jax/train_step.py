@@ -60,8 +60,9 @@ def augment_config_kwargs(data_config: ml_collections.ConfigDict) -> dict[str, A
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               learning_rate_fn: optax.Schedule, weight_decay: float, freeze_bn: bool, ignore_label: int,
-               augment_kwargs: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
+               learning_rate_fn: optax.Schedule, weight_decay: float, freeze_bn: bool,
+               ignore_label: int, augment_kwargs: dict[str, Any],
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimisation step on a global batch.
 
     Args:
@@ -85,9 +86,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        if freeze_bn:
-            logits, new_batch_stats = state.apply_fn(variables, images, train=False), \
-                state.batch_stats
+        if freeze_bn:  # Running statistics normalise, and nothing updates them.
+            logits = state.apply_fn(variables, images, train=False)
+            new_batch_stats = state.batch_stats
         else:
             logits, updates = state.apply_fn(variables, images, train=True,
                                              mutable=["batch_stats"])
@@ -95,6 +96,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         loss_sum, valid_pixels = losses.softmax_cross_entropy_sum(
             logits, labels, ignore_label=ignore_label)
         decay = losses.l2_weight_decay(params, weight_decay)
+        # Mean over the valid pixels of the global batch (slim's SUM_BY_NONZERO_WEIGHTS).
         loss = loss_sum / jnp.maximum(valid_pixels, 1.0) + decay
         return loss, (logits, loss_sum, valid_pixels, decay, new_batch_stats)
 

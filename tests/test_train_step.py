@@ -1,6 +1,5 @@
 """The jitted training step: data parallelism with global BatchNorm, and learning."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 

@@ -33,3 +33,39 @@ def get_dataset(data_config: ml_collections.ConfigDict, split: str):
             "training and evaluation are; use --config=configs/synthetic.py meanwhile.")
     raise ValueError(f"Unknown dataset config.data.name={data_config.name!r}; known: "
                      f"'synthetic_shapes', {', '.join(repr(name) for name in PLANNED)}.")
+
+
+# Class names and colours of the planned datasets, so that a trained model's predictions can
+# be named and drawn before (and without) their input pipelines.
+VOC_CLASS_NAMES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor")
+CAMVID_CLASSES = (  # The 11-class CamVid of SegNet, with its published colours.
+    ("Sky", (128, 128, 128)), ("Building", (128, 0, 0)), ("Pole", (192, 192, 128)),
+    ("Road", (128, 64, 128)), ("Pavement", (60, 40, 222)), ("Tree", (128, 128, 0)),
+    ("SignSymbol", (192, 128, 128)), ("Fence", (64, 64, 128)), ("Car", (64, 0, 128)),
+    ("Pedestrian", (64, 64, 0)), ("Bicyclist", (0, 128, 192)))
+
+
+def dataset_info(data_config: ml_collections.ConfigDict) -> dict:
+    """What predictions need to know about `data_config.name`, without loading any data.
+
+    Returns:
+      {'class_names': tuple of K names, 'num_classes': K, 'palette': uint8 [256, 3],
+      'ignore_label': int}.
+    """
+    from deeplab_jax import visualize  # numpy and PIL only
+
+    if data_config.name == "synthetic_shapes":
+        names, palette = synthetic.CLASS_NAMES, synthetic.SyntheticShapes.palette
+    elif data_config.name == "voc":
+        names, palette = VOC_CLASS_NAMES, visualize.voc_palette()
+    elif data_config.name == "camvid":
+        names = tuple(name for name, _ in CAMVID_CLASSES)
+        palette = visualize.palette_from_colors([color for _, color in CAMVID_CLASSES])
+    else:
+        raise ValueError(f"Unknown dataset config.data.name={data_config.name!r}; known: "
+                         f"'synthetic_shapes', {', '.join(repr(name) for name in PLANNED)}.")
+    return {"class_names": tuple(names), "num_classes": len(names),
+            "palette": palette.copy(), "ignore_label": int(data_config.get("ignore_label", 255))}

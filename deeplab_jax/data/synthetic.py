@@ -96,7 +96,7 @@ def _boundary(label: np.ndarray) -> np.ndarray:
     return boundary
 
 
-def generate_example(seed: int, index: int, size: int = 64, max_shapes: int = 3,
+def generate_example(seed: int, index: int, size: int = 57, max_shapes: int = 3,
                      max_rotation: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Generates example `index` of the split with `seed`.
 
@@ -155,7 +155,7 @@ class SyntheticShapes:
     ignore_label = IGNORE_LABEL
     palette = visualize.voc_palette()
 
-    def __init__(self, split: str, num_examples: int, image_size: int = 64,
+    def __init__(self, split: str, num_examples: int, image_size: int = 57,
                  max_shapes: int = 3, max_rotation: float = 0.0):
         if split not in SPLIT_SEEDS:
             raise ValueError(f"unknown synthetic split {split!r}; use one of {list(SPLIT_SEEDS)}.")

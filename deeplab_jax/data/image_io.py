@@ -1,0 +1,92 @@
+"""Reading any image file as RGB uint8, as a viewer shows it, with errors that name the file.
+
+Greyscale, palette, RGBA (alpha dropped), 16-bit and float images become uint8 [H, W, 3] RGB;
+the EXIF orientation is applied, so predictions line up with what a viewer shows.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm", ".pnm")
+EXIF_ORIENTATION = 0x0112
+
+
+class ImageReadError(ValueError):
+    """An input file that is not a readable image; the message names the file."""
+
+
+def find_images(pattern: str) -> list[str]:
+    """The image files of `pattern`: a file, a folder (its images, sorted) or a glob.
+
+    Raises:
+      FileNotFoundError: nothing matches.
+    """
+    pattern = os.path.expanduser(pattern)
+    if os.path.isfile(pattern):
+        return [pattern]
+    if os.path.isdir(pattern):
+        paths = sorted(os.path.join(pattern, name) for name in os.listdir(pattern)
+                       if name.lower().endswith(IMAGE_EXTENSIONS)
+                       and os.path.isfile(os.path.join(pattern, name)))
+        if not paths:
+            raise FileNotFoundError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in the "
+                                    f"folder {pattern}.")
+        return paths
+    paths = sorted(path for path in glob.glob(pattern, recursive=True) if os.path.isfile(path))
+    if not paths:
+        raise FileNotFoundError(f"{pattern}: no such file or folder, and no file matches it as "
+                                "a glob pattern.")
+    return paths
+
+
+def to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    """Any PIL image as uint8 [H, W, 3] RGB.
+
+    Greyscale and palette images are expanded, alpha is dropped, 16-bit and 32-bit integer
+    images are scaled from 0..65535 (32-bit ones only when they exceed 255), float images
+    from [0, 1] when they lie in it (otherwise clipped to [0, 255]).
+    """
+    if image.mode in ("RGB",):
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0  # 65535 -> 255
+        elif image.mode == "F" and values.size and 0.0 <= values.min() and values.max() <= 1.0:
+            values = values * 255.0
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if image.mode in ("P", "PA", "LA", "La", "RGBA", "RGBa"):
+        image = image.convert("RGBA")  # palette transparency resolved, then alpha dropped
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(path: str) -> np.ndarray:
+    """Reads `path` as uint8 [H, W, 3] RGB, EXIF orientation applied.
+
+    Raises:
+      ImageReadError: naming the file, if it is not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return to_rgb_uint8(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(height, width) of `path` as `load_image` returns it, from the header alone."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+    # EXIF orientations 5-8 rotate by 90 degrees: exif_transpose swaps the sides.
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)

@@ -1,0 +1,271 @@
+"""Evaluation reports to look at: confusion matrix, per-class IoU, the worst and best images.
+
+`write_evaluation_report` writes, next to an evaluation's metrics JSON:
+
+- `WORKDIR/eval/NAME_confusion.png`: the confusion matrix normalised per ground-truth row
+  (each row: where that class's pixels went), with the class names;
+- `WORKDIR/eval/NAME_iou.png`: per-class IoU as bars, the mIoU as a line;
+- `WORKDIR/eval/NAME_best_worst.png`: the val images with the lowest and the highest
+  per-image mIoU, each as image | ground truth | prediction.
+
+Per-image mIoU follows the dataset-level convention (`metrics.metrics_from_confusion_matrix`)
+on one image's confusion matrix: the mean IoU over the classes present in its ground truth or
+its prediction. `PerImageStats` collects it during `evaluate.evaluate` and keeps only the
+running best and worst few examples, so memory does not grow with the split. With several
+processes each sees its own rows: the pictures of process 0 are those of its rows.
+
+Figures use matplotlib's Agg canvas directly (no pyplot, no global backend switch).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from deeplab_jax import visualize
+
+NUM_BEST_WORST = 4  # examples shown in each half of the best/worst grid
+MIN_TILE = 128  # small val images are enlarged (nearest neighbour) to at least this
+
+
+def per_image_miou(confusions: np.ndarray) -> np.ndarray:
+    """mIoU of each image's confusion matrix.
+
+    Args:
+      confusions: [N, K, K] (rows: ground truth).
+
+    Returns:
+      float64 [N]; NaN for an image without any valid pixel.
+    """
+    confusions = np.asarray(confusions, np.float64)
+    tp = np.diagonal(confusions, axis1=1, axis2=2)
+    union = confusions.sum(axis=2) + confusions.sum(axis=1) - tp
+    has_union = union > 0
+    iou = np.divide(tp, union, out=np.zeros_like(tp), where=has_union)
+    count = has_union.sum(axis=1)
+    return np.divide(iou.sum(axis=1), count, out=np.full(len(confusions), np.nan),
+                     where=count > 0)
+
+
+def select_best_worst(scores: Sequence[float], n: int) -> tuple[list[int], list[int]]:
+    """The positions of the `n` lowest and the `n` highest scores, NaN left out.
+
+    Returns:
+      (worst: lowest first, best: highest first); ties go to the earlier position.
+    """
+    scores = np.asarray(scores, np.float64)
+    positions = np.flatnonzero(~np.isnan(scores))
+    if n <= 0 or not len(positions):
+        return [], []
+    # lexsort: last key is primary; stable in position for equal scores.
+    worst = positions[np.lexsort((positions, scores[positions]))][:n]
+    best = positions[np.lexsort((positions, -scores[positions]))][:n]
+    return worst.tolist(), best.tolist()
+
+
+class PerImageStats:
+    """Per-image mIoU of every evaluated image of this process, the running worst and best.
+
+    `evaluate.evaluate(..., per_image=stats)` calls `add_batch` once per batch and sets
+    `confusion` (the split's [K, K] matrix) at the end. Images are numbered in the order this
+    process sees its valid rows.
+    """
+
+    def __init__(self, num_examples: int = NUM_BEST_WORST):
+        self.num_examples = num_examples
+        self.miou: list[float] = []
+        self.confusion: Optional[np.ndarray] = None
+        # Each kept example: (score, index, {'image', 'label', 'prediction'}).
+        self._worst: list[tuple[float, int, dict[str, np.ndarray]]] = []
+        self._best: list[tuple[float, int, dict[str, np.ndarray]]] = []
+
+    def add_batch(self, confusions: np.ndarray,
+                  fetch: Callable[[Sequence[int]], dict[str, np.ndarray]]) -> None:
+        """Adds one batch.
+
+        Args:
+          confusions: [n, K, K], one per valid row of this process, in order.
+          fetch: rows -> {'image', 'label', 'prediction'} arrays of those rows; called only
+            for rows that enter the best or worst, so most batches fetch no pictures.
+        """
+        scores = per_image_miou(confusions)
+        start = len(self.miou)
+        self.miou.extend(scores.tolist())
+        kept = {index: (score, example) for score, index, example in self._worst + self._best}
+        candidates = [(score, index) for index, (score, _) in kept.items()] + [
+            (float(score), start + row) for row, score in enumerate(scores)]
+        worst, best = select_best_worst([score for score, _ in candidates], self.num_examples)
+        new_rows = sorted({candidates[i][1] - start for i in worst + best
+                           if candidates[i][1] >= start})
+        pictures = {index: example for index, (_, example) in kept.items()}
+        if new_rows:
+            arrays = fetch(new_rows)
+            pictures.update({start + row: {key: value[k] for key, value in arrays.items()}
+                             for k, row in enumerate(new_rows)})
+        self._worst = [(*candidates[i], pictures[candidates[i][1]]) for i in worst]
+        self._best = [(*candidates[i], pictures[candidates[i][1]]) for i in best]
+
+    @property
+    def worst(self) -> list[tuple[float, int, dict[str, np.ndarray]]]:
+        """(mIoU, image number, {'image', 'label', 'prediction'}), lowest mIoU first."""
+        return list(self._worst)
+
+    @property
+    def best(self) -> list[tuple[float, int, dict[str, np.ndarray]]]:
+        """(mIoU, image number, {'image', 'label', 'prediction'}), highest mIoU first."""
+        return list(self._best)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures.
+
+def pil_font(size: int) -> ImageFont.ImageFont:
+    """PIL's built-in font at `size` pixels (the fixed bitmap font without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+def _save_figure(figure: Any, path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
+
+
+def plot_confusion(path: str, confusion: np.ndarray, class_names: Sequence[str]) -> None:
+    """The confusion matrix normalised per ground-truth row, as a heat map."""
+    from matplotlib.figure import Figure
+
+    confusion = np.asarray(confusion, np.float64)
+    rows = confusion.sum(axis=1, keepdims=True)
+    normalised = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
+    k = len(class_names)
+    side = max(4.0, 0.45 * k + 2.0)
+    figure = Figure(figsize=(side + 1.0, side))
+    axes = figure.add_subplot()
+    shown = axes.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04, label="fraction of the row")
+    axes.set_xticks(range(k), labels=class_names, rotation=60, ha="right")
+    axes.set_yticks(range(k), labels=class_names)
+    axes.set_xlabel("prediction")
+    axes.set_ylabel("ground truth")
+    axes.set_title("Confusion matrix (rows normalised)")
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                if rows[i, 0] > 0:
+                    value = normalised[i, j]
+                    axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                              color="white" if value > 0.5 else "black")
+    _save_figure(figure, path)
+
+
+def plot_iou(path: str, per_class_iou: Sequence[Optional[float]], class_names: Sequence[str],
+             miou: Optional[float] = None) -> None:
+    """Per-class IoU bars; classes without an IoU (in neither truth nor prediction) say n/a."""
+    from matplotlib.figure import Figure
+
+    k = len(class_names)
+    values = [np.nan if v is None else float(v) for v in per_class_iou]
+    figure = Figure(figsize=(max(5.0, 0.45 * k + 2.0), 4.0))
+    axes = figure.add_subplot()
+    axes.bar(range(k), np.nan_to_num(values), color="tab:blue")
+    for i, value in enumerate(values):
+        axes.text(i, (0 if np.isnan(value) else value) + 0.01,
+                  "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="bottom",
+                  fontsize=7)
+    if miou is not None:
+        axes.axhline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
+        axes.legend(loc="upper right")
+    axes.set_xticks(range(k), labels=class_names, rotation=60, ha="right")
+    axes.set_ylim(0.0, 1.08)
+    axes.set_ylabel("IoU")
+    axes.set_title("Per-class IoU")
+    _save_figure(figure, path)
+
+
+def best_worst_grid(worst: Sequence[tuple[float, int, dict[str, np.ndarray]]],
+                    best: Sequence[tuple[float, int, dict[str, np.ndarray]]],
+                    palette: np.ndarray) -> np.ndarray:
+    """Two captioned blocks of image | truth | prediction rows: the worst, then the best.
+
+    Returns:
+      uint8 [H, W, 3].
+    """
+    blocks = []
+    for title, examples in (("Worst images by mIoU", worst), ("Best images by mIoU", best)):
+        if not examples:
+            continue
+        images = np.stack([example["image"] for _, _, example in examples])
+        labels = np.stack([example["label"] for _, _, example in examples])
+        predictions = np.stack([example["prediction"] for _, _, example in examples])
+        scale = max(1, int(np.ceil(MIN_TILE / max(images.shape[1:3]))))
+        if scale > 1:  # nearest neighbour: class maps stay class maps
+            images, labels, predictions = (np.repeat(np.repeat(x, scale, axis=1), scale, axis=2)
+                                           for x in (images, labels, predictions))
+        panel = visualize.prediction_panel(images, labels, predictions, palette, gap=4)
+        tile_height = images.shape[1]
+        captions = [f"#{index}  mIoU {score:.3f}" for score, index, _ in examples]
+        blocks.append(_captioned(panel, title + "  (image | truth | prediction)", captions,
+                                 tile_height, gap=4))
+    if not blocks:
+        raise ValueError("best_worst_grid needs at least one example")
+    width = max(block.shape[1] for block in blocks)
+    spacer = np.full((12, width, 3), 255, np.uint8)
+    padded = [np.pad(block, ((0, 0), (0, width - block.shape[1]), (0, 0)),
+                     constant_values=255) for block in blocks]
+    out = [padded[0]]
+    for block in padded[1:]:
+        out += [spacer, block]
+    return np.concatenate(out)
+
+
+def _captioned(panel: np.ndarray, title: str, captions: Sequence[str], tile_height: int,
+               gap: int) -> np.ndarray:
+    """`panel` with a title line above and one caption per row on the left."""
+    font = pil_font(13)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 8 + max(measure.textbbox((0, 0), caption, font=font)[2] for caption in captions)
+    title_width = measure.textbbox((0, 0), title, font=font)[2]
+    top = 22
+    canvas = Image.new("RGB", (max(left + panel.shape[1], title_width + 8),
+                               top + panel.shape[0]), (255, 255, 255))
+    canvas.paste(Image.fromarray(panel), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+    for row, caption in enumerate(captions):
+        draw.text((4, top + row * (tile_height + gap) + tile_height // 2 - 7), caption,
+                  fill=(0, 0, 0), font=font)
+    return np.asarray(canvas, np.uint8)
+
+
+def report_paths(workdir: str, name: str) -> dict[str, str]:
+    return {kind: os.path.join(workdir, "eval", f"{name}_{kind}.png")
+            for kind in ("confusion", "iou", "best_worst")}
+
+
+def write_evaluation_report(workdir: str, name: str, results: dict[str, Any],
+                            stats: PerImageStats, class_names: Sequence[str],
+                            palette: np.ndarray) -> dict[str, str]:
+    """Writes the three report PNGs of evaluation `name`; returns their paths (those written).
+
+    Args:
+      results: the evaluation's metrics (`per_class_iou`, `miou`).
+      stats: filled by `evaluate.evaluate(..., per_image=stats)`.
+    """
+    paths = report_paths(workdir, name)
+    written = {}
+    if stats.confusion is not None:
+        plot_confusion(paths["confusion"], stats.confusion, class_names)
+        written["confusion"] = paths["confusion"]
+    plot_iou(paths["iou"], results["per_class_iou"], class_names, results.get("miou"))
+    written["iou"] = paths["iou"]
+    if stats.worst or stats.best:
+        visualize.save_png(paths["best_worst"],
+                           best_worst_grid(stats.worst, stats.best, palette))
+        written["best_worst"] = paths["best_worst"]
+    return written
