@@ -3,8 +3,9 @@
     python -m deeplab_jax.main --config=configs/synthetic.py --workdir=/tmp/deeplab_synthetic
 
 Classes differ by shape alone (deeplab_jax/data/synthetic.py), so only spatial context
-separates them. Expected result: see the README's figures (about 0.9 val mIoU in under 5
-minutes on 2 CPU cores); a per-pixel model, --config.model.architecture=per_pixel, stays far below.
+separates them. Expected: 0.9307 val mIoU in 4m34s on 2 CPU cores (the run is deterministic);
+the per-pixel control, --config.model.architecture=per_pixel, reaches 0.1702
+(experiments/synthetic_default).
 """
 from configs import voc
 
