@@ -133,6 +133,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     elif config.init_from:
         setup.state = checkpoint.initialize_from(config.init_from, setup.state)
         logging.info("Initialised parameters and BN statistics from %s.", config.init_from)
+        if config.model.pretrained_backbone:
+            logging.warning("config.model.pretrained_backbone is ignored: config.init_from "
+                            "already provides every parameter.")
     else:
         if config.model.pretrained_backbone:  # ImageNet weights; a resumed run never reloads.
             params, batch_stats = pretrained.load_backbone(
@@ -141,7 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 params=parallel.replicate(params, setup.mesh),
                 batch_stats=parallel.replicate(batch_stats, setup.mesh))
         num_params = sum(x.size for x in jax.tree.leaves(setup.state.params))
-        logging.info("Starting from scratch: %d parameters.", num_params)
+        logging.info("Starting at step 0 (backbone: %s): %d parameters.",
+                     config.model.pretrained_backbone or "random", num_params)
         writer.write_text(0, "config", config.to_json_best_effort(indent=2))
 
     train_source = datasets.get_dataset(config.data, config.data.train_split)
