@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from deeplab_jax import metrics
+from deeplab_jax.models.deeplab import MEAN_PIXEL
 from deeplab_jax.models.resize import resize_bilinear
 
 PyTree = Any
-MEAN_PIXEL = 127.5  # [0, 255] pixels; the model maps it to 0
 
 
 def predict_probabilities(model: nn.Module, variables: PyTree, images: jax.Array, *,

@@ -19,6 +19,7 @@ from flax.training import train_state
 
 from deeplab_jax import losses
 from deeplab_jax.data import augment
+from deeplab_jax.models.deeplab import MEAN_PIXEL
 
 PyTree = Any
 
@@ -56,7 +57,8 @@ def augment_config_kwargs(data_config: ml_collections.ConfigDict) -> dict[str, A
     """The static arguments of `augment.augment_batch` from `config.data`."""
     return dict(crop_size=tuple(data_config.crop_size), min_scale=data_config.min_scale,
                 max_scale=data_config.max_scale, scale_step=data_config.scale_step,
-                flip=data_config.flip, ignore_label=data_config.ignore_label)
+                flip=data_config.flip, pad_pixel=MEAN_PIXEL,
+                ignore_label=data_config.ignore_label)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,

@@ -12,13 +12,18 @@ from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.resnet import ResNetV2
 
 
+# The pixel value that padding uses (training crops, evaluation canvases, predictions), as
+# the official code pads with the mean pixel; `normalize_pixels` maps it to 0.
+MEAN_PIXEL = 127.5
+
+
 def normalize_pixels(images: jax.Array) -> jax.Array:
     """[0, 255] pixels -> [-1, 1], the convention of TF-slim's resnet_v2 ImageNet weights.
 
     It lives inside the model so that imported weights can never be fed pixels in another
-    convention. A mean-pixel pad (127.5) maps to 0.
+    convention.
     """
-    return images.astype(jnp.float32) / 127.5 - 1.0
+    return images.astype(jnp.float32) / MEAN_PIXEL - 1.0
 
 
 class DeepLabV3(nn.Module):
