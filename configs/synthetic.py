@@ -29,6 +29,7 @@ def get_config():
     # are smoother than the sharp val images.
     data.min_scale = data.max_scale = 1.0
     data.batch_size = 16
+    data.num_workers = 1  # in-memory arrays: nothing to decode, threads would only add overhead
 
     model = config.model
     model.depth = 14  # one unit per block

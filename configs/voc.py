@@ -7,8 +7,9 @@ batch 16, BatchNorm decay 0.9997, 30K iterations on train_aug at output stride 1
 scale 0.5-2.0 and left-right flip. The paper reaches 77.21% val mIoU at OS16 (Table 6) from
 an ImageNet-pretrained ResNet-101 (a from-scratch run falls far short).
 Its OS8 fine-tuning stage is configs/voc_os8.py.
-The VOC + SBD input pipeline arrives with the "Real data" issue; until then this config
-stops with a clear message when it loads the data.
+The data (VOC 2012 + SBD's train_aug, 10,582 images) is prepared by our TFDS builder on
+first use; without internet put VOCtrainval_11-May-2012.tar and benchmark.tgz in a folder and
+add --config.data.manual_dir=FOLDER (README, "Datasets").
 """
 import ml_collections
 from ml_collections import config_dict
@@ -19,6 +20,15 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data = data = ml_collections.ConfigDict()
     data.name = "voc"  # a key of deeplab_jax.data.datasets
+    # "tfds": the prepared TFDS dataset (built on first use: downloaded, or read from
+    # manual_dir); "folder": the extracted archives in `folder`, read with numpy and pillow
+    # alone (no TensorFlow). Both give the same examples in the same order.
+    data.source = "tfds"
+    data.tfds_data_dir = config_dict.placeholder(str)  # None: TFDS's ~/tensorflow_datasets
+    data.manual_dir = config_dict.placeholder(str)  # archives put there by hand (no internet)
+    data.folder = config_dict.placeholder(str)  # for source="folder": the extracted dataset
+    data.num_workers = 8  # host threads decoding and padding examples (order unaffected)
+    data.image_scale = 1.0  # < 1: resize the whole dataset once on the host (cheap CPU runs)
     data.train_split = "train_aug"  # 10,582 images: SBD train+val + VOC train - VOC val
     data.eval_split = "val"  # 1,449 images
     data.canvas_size = (513, 513)  # (h, w) every example is padded to (VOC images <= 500)
@@ -38,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     model.multi_grid = (1, 2, 4)  # block4 unit rates relative to its base rate (Sec. 3.2)
     model.atrous_rates = config_dict.placeholder(tuple)  # None: (6,12,18) * 16 / output_stride
     model.aspp_channels = 256  # every ASPP branch and the projection (Sec. 3.3)
+    # How 3x3 atrous convolutions run (same parameters, same results): "xla" lets XLA lower
+    # the dilated convolution; see deeplab_jax/models/atrous.py for the alternatives.
+    model.atrous_impl = "xla"
     model.dtype = "float32"  # computation dtype: float32 or bfloat16 (params stay float32)
     model.bn_momentum = 0.9997  # BatchNorm decay (Sec. 4.1)
     model.bn_epsilon = 1e-5  # TF-slim resnet_arg_scope's epsilon

@@ -75,7 +75,8 @@ class _Setup:
         batches = input_pipeline.eval_batches(
             self.eval_source, global_batch_size=config.eval.batch_size,
             canvas_size=tuple(config.data.canvas_size), ignore_label=config.data.ignore_label,
-            process_index=jax.process_index(), process_count=jax.process_count())
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            num_workers=config.data.num_workers)
         variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
         start = time.time()
         per_image = reports.PerImageStats()
@@ -153,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         train_source, global_batch_size=config.data.batch_size, seed=config.seed,
         start_step=initial_step, canvas_size=tuple(config.data.canvas_size),
         ignore_label=config.data.ignore_label, process_index=jax.process_index(),
-        process_count=jax.process_count()))
+        process_count=jax.process_count(), num_workers=config.data.num_workers))
     step_fn = train_step_lib.jit_train_step(config, setup.state_sharding,
                                             parallel.data_sharding(setup.mesh))
     augment_rng = jax.random.fold_in(jax.random.key(config.seed), 1)

@@ -115,3 +115,18 @@ def test_prefetch_preserves_order_and_reraises_errors():
     assert next(iterator) == 1
     with pytest.raises(OSError, match="x.png"):
         next(iterator)
+
+
+def test_worker_threads_give_the_same_batches_in_the_same_order():
+    source = CountingSource(23)
+    one = list(itertools.islice(_train(source, 2), 4))
+    many = list(itertools.islice(_train(source, 2, num_workers=3), 4))
+    evaluated = [list(input_pipeline.eval_batches(source, global_batch_size=4,
+                                                  canvas_size=(8, 8), num_workers=workers))
+                 for workers in (1, 3)]
+    for a, b in itertools.chain(zip(one, many), zip(*evaluated)):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(ValueError, match="num_workers=0"):
+        next(_train(source, 0, num_workers=0))

@@ -1,19 +1,46 @@
 """Dataset sources by name: `get_dataset(config.data, split)`.
 
 A source is a sequence of {'image': uint8 [h, w, 3], 'label': uint8 [h, w]} examples with
-`class_names`, `num_classes` and `ignore_label` attributes (see `input_pipeline.py`).
+`class_names`, `num_classes`, `ignore_label` and `palette` attributes (see
+`input_pipeline.py`). The real datasets come from one of two places, the same examples in
+the same order either way:
+
+- `config.data.source = "tfds"`: our TFDS builders' prepared files (`voc_tfds.py`,
+  `camvid_tfds.py`), built on first use from the internet or from `config.data.manual_dir`;
+- `config.data.source = "folder"`: the extracted dataset in `config.data.folder`, read with
+  numpy and pillow alone (`voc.py`, `camvid.py`): no TensorFlow needed.
 """
 from __future__ import annotations
 
 import ml_collections
 
-from deeplab_jax.data import synthetic
+from deeplab_jax.data import camvid, synthetic, voc
+from deeplab_jax.data.rescale import RescaledSource
 
-# Datasets whose input pipeline is still to come; named so the error can say so.
-PLANNED = {
-    "voc": "PASCAL VOC 2012 + SBD (the TFDS builder of the 'Real data' issue)",
-    "camvid": "CamVid (the TFDS builder of the 'Real data' issue)",
-}
+REAL_DATASETS = {"voc": voc, "camvid": camvid}
+SOURCES = ("tfds", "folder")
+KNOWN = ("synthetic_shapes",) + tuple(REAL_DATASETS)
+
+
+def _folder_source(data_config: ml_collections.ConfigDict, split: str):
+    if not data_config.folder:
+        raise ValueError(
+            f"config.data.source='folder' needs config.data.folder: the folder holding the "
+            f"extracted {data_config.name} dataset (see the README's 'Datasets' section).")
+    if data_config.name == "voc":
+        return voc.VocFolder(data_config.folder, split)
+    return camvid.CamVidFolder(data_config.folder, split)
+
+
+def _tfds_source(data_config: ml_collections.ConfigDict, split: str):
+    from deeplab_jax.data import tfds_source  # TensorFlow only on this path
+
+    module = REAL_DATASETS[data_config.name]
+    builder = tfds_source.load_builder(data_config.name, data_config.tfds_data_dir,
+                                       data_config.manual_dir)
+    return tfds_source.TfdsSource(builder, split, class_names=module.CLASS_NAMES,
+                                  palette=dataset_info(data_config)["palette"],
+                                  ignore_label=module.IGNORE_LABEL)
 
 
 def get_dataset(data_config: ml_collections.ConfigDict, split: str):
@@ -26,26 +53,22 @@ def get_dataset(data_config: ml_collections.ConfigDict, split: str):
         return synthetic.SyntheticShapes(split, num_examples[split],
                                          image_size=data_config.synthetic.image_size,
                                          max_shapes=data_config.synthetic.max_shapes)
-    if data_config.name in PLANNED:
-        raise NotImplementedError(
-            f"config.data.name={data_config.name!r}: the input pipeline for "
-            f"{PLANNED[data_config.name]} is not in this version of deeplab_jax. The model, "
-            "training and evaluation are; use --config=configs/synthetic.py meanwhile.")
-    raise ValueError(f"Unknown dataset config.data.name={data_config.name!r}; known: "
-                     f"'synthetic_shapes', {', '.join(repr(name) for name in PLANNED)}.")
-
-
-# Class names and colours of the planned datasets, so that a trained model's predictions can
-# be named and drawn before (and without) their input pipelines.
-VOC_CLASS_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor")
-CAMVID_CLASSES = (  # The 11-class CamVid of SegNet, with its published colours.
-    ("Sky", (128, 128, 128)), ("Building", (128, 0, 0)), ("Pole", (192, 192, 128)),
-    ("Road", (128, 64, 128)), ("Pavement", (60, 40, 222)), ("Tree", (128, 128, 0)),
-    ("SignSymbol", (192, 128, 128)), ("Fence", (64, 64, 128)), ("Car", (64, 0, 128)),
-    ("Pedestrian", (64, 64, 0)), ("Bicyclist", (0, 128, 192)))
+    if data_config.name not in REAL_DATASETS:
+        raise ValueError(f"Unknown dataset config.data.name={data_config.name!r}; known: "
+                         f"{', '.join(map(repr, KNOWN))}.")
+    module = REAL_DATASETS[data_config.name]
+    if data_config.ignore_label != module.IGNORE_LABEL:
+        raise ValueError(f"config.data.ignore_label={data_config.ignore_label}, but "
+                         f"{data_config.name}'s labels mark ignored pixels with "
+                         f"{module.IGNORE_LABEL}.")
+    if data_config.source == "folder":
+        source = _folder_source(data_config, split)
+    elif data_config.source == "tfds":
+        source = _tfds_source(data_config, split)
+    else:
+        raise ValueError(f"config.data.source={data_config.source!r} is not one of {SOURCES}.")
+    scale = data_config.get("image_scale", 1.0)
+    return source if scale == 1.0 else RescaledSource(source, scale)
 
 
 def dataset_info(data_config: ml_collections.ConfigDict) -> dict:
@@ -60,12 +83,12 @@ def dataset_info(data_config: ml_collections.ConfigDict) -> dict:
     if data_config.name == "synthetic_shapes":
         names, palette = synthetic.CLASS_NAMES, synthetic.SyntheticShapes.palette
     elif data_config.name == "voc":
-        names, palette = VOC_CLASS_NAMES, visualize.voc_palette()
+        names, palette = voc.CLASS_NAMES, visualize.voc_palette()
     elif data_config.name == "camvid":
-        names = tuple(name for name, _ in CAMVID_CLASSES)
-        palette = visualize.palette_from_colors([color for _, color in CAMVID_CLASSES])
+        names = camvid.CLASS_NAMES
+        palette = visualize.palette_from_colors([color for _, color in camvid.CLASSES])
     else:
         raise ValueError(f"Unknown dataset config.data.name={data_config.name!r}; known: "
-                         f"'synthetic_shapes', {', '.join(repr(name) for name in PLANNED)}.")
+                         f"{', '.join(map(repr, KNOWN))}.")
     return {"class_names": tuple(names), "num_classes": len(names),
             "palette": palette.copy(), "ignore_label": int(data_config.get("ignore_label", 255))}

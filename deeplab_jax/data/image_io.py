@@ -90,3 +90,19 @@ def image_size(path: str) -> tuple[int, int]:
         raise ImageReadError(f"Cannot read the image {path}: {error}") from error
     # EXIF orientations 5-8 rotate by 90 degrees: exif_transpose swaps the sides.
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def decodes_unchanged(path: str) -> bool:
+    """True when `path`'s own bytes decode to exactly `load_image(path)`.
+
+    That is an RGB JPEG or PNG without an EXIF rotation: `load_image` then converts nothing,
+    so a dataset can store the file as it is (a 360x480 JPEG: ~40 KB, where the PNG of its
+    pixels is ~400 KB and slower to decode) and a reader decoding those bytes with PIL gets
+    the same pixels.
+    """
+    try:
+        with Image.open(path) as image:
+            return (image.format in ("JPEG", "PNG") and image.mode == "RGB"
+                    and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"Cannot read the image {path}: {error}") from error

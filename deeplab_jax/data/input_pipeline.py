@@ -9,9 +9,14 @@ reads only its own rows of every global batch.
 
 A source is any sequence of examples: `len(source)` and `source[i]` returning
 {'image': uint8 [h, w, 3], 'label': uint8 [h, w]}.
+
+Decoding runs on `num_workers` threads (PIL's JPEG/PNG decoders and numpy's copies release
+the GIL), in the order of the indices: the batches are the same for any number of workers.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import queue
 import threading
 from typing import Any, Iterator, Protocol
@@ -64,21 +69,38 @@ def _stack(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
     return {"image": np.stack(images), "label": np.stack(labels), "size": np.stack(sizes)}
 
 
+@contextlib.contextmanager
+def _mapper(num_workers: int):
+    """An order-preserving map over `num_workers` threads (the builtin map for 1)."""
+    if num_workers < 1:
+        raise ValueError(f"config.data.num_workers={num_workers} must be >= 1.")
+    if num_workers == 1:
+        yield map
+        return
+    with concurrent.futures.ThreadPoolExecutor(num_workers,
+                                               thread_name_prefix="decode") as executor:
+        yield executor.map
+
+
 def train_batches(source: ExampleSource, *, global_batch_size: int, seed: int,
                   start_step: int, canvas_size: tuple[int, int], ignore_label: int = 255,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+                  process_index: int = 0, process_count: int = 1,
+                  num_workers: int = 1) -> Iterator[Batch]:
     """Endless host batches from `start_step` on.
 
     Yields:
       {'image': uint8 [b, Hc, Wc, 3], 'label': uint8 [b, Hc, Wc], 'size': int32 [b, 2]},
       b = global_batch_size / process_count; `size` is each example's true (h, w).
+      `train_example_indices` says which examples a step sees.
     """
     rows = host_rows(global_batch_size, process_index, process_count)
     step = start_step
-    while True:
-        indices = train_example_indices(seed, step, global_batch_size, len(source), rows)
-        yield _stack([_padded_example(source, i, canvas_size, ignore_label) for i in indices])
-        step += 1
+    with _mapper(num_workers) as map_examples:
+        while True:
+            indices = train_example_indices(seed, step, global_batch_size, len(source), rows)
+            yield _stack(list(map_examples(
+                lambda i: _padded_example(source, i, canvas_size, ignore_label), indices)))
+            step += 1
 
 
 def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
@@ -87,7 +109,8 @@ def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
 
 def eval_batches(source: ExampleSource, *, global_batch_size: int,
                  canvas_size: tuple[int, int], ignore_label: int = 255,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+                 process_index: int = 0, process_count: int = 1,
+                 num_workers: int = 1) -> Iterator[Batch]:
     """One pass over the split; every example appears in exactly one row of one batch.
 
     The last batch is filled with padding rows: all-ignore labels and `valid` False, so they
@@ -98,19 +121,20 @@ def eval_batches(source: ExampleSource, *, global_batch_size: int,
     """
     rows = host_rows(global_batch_size, process_index, process_count)
     height, width = canvas_size
-    for batch_index in range(num_eval_batches(len(source), global_batch_size)):
-        positions = batch_index * global_batch_size + np.arange(global_batch_size)[rows]
-        examples, valid = [], positions < len(source)
-        for position, is_valid in zip(positions, valid):
-            if is_valid:
-                examples.append(_padded_example(source, position, canvas_size, ignore_label))
-            else:
-                examples.append((np.zeros((height, width, 3), np.uint8),
-                                 np.full((height, width), ignore_label, np.uint8),
-                                 np.zeros(2, np.int32)))
-        batch = _stack(examples)
-        batch["valid"] = valid
-        yield batch
+    padding_row = (np.zeros((height, width, 3), np.uint8),
+                   np.full((height, width), ignore_label, np.uint8), np.zeros(2, np.int32))
+
+    def load(position):
+        if position >= len(source):
+            return padding_row
+        return _padded_example(source, position, canvas_size, ignore_label)
+
+    with _mapper(num_workers) as map_examples:
+        for batch_index in range(num_eval_batches(len(source), global_batch_size)):
+            positions = batch_index * global_batch_size + np.arange(global_batch_size)[rows]
+            batch = _stack(list(map_examples(load, positions)))
+            batch["valid"] = positions < len(source)
+            yield batch
 
 
 def prefetch(iterator: Iterator[Any], buffer_size: int = 2) -> Iterator[Any]:
