@@ -67,6 +67,23 @@ def eval_model_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
     return model
 
 
+def at_output_stride(config: ml_collections.ConfigDict, train_stride: int,
+                     eval_stride: int) -> ml_collections.ConfigDict:
+    """`config` trained at `train_stride` and evaluated at `eval_stride`, resolved.
+
+    ASPP rates given in the config are those of its own stride: they are rescaled to the
+    train stride as `eval_model_config` rescales them to an eval stride, so an ablation
+    over strides keeps the same field of view in pixels (Sec. 4.2). Raises if they do not
+    stay whole numbers.
+    """
+    config = resolve_config(config)  # rates filled in at the config's own stride
+    config.eval.output_stride = train_stride
+    config.model.atrous_rates = eval_model_config(config).atrous_rates
+    config.model.output_stride = train_stride
+    config.eval.output_stride = eval_stride
+    return resolve_config(config)
+
+
 def check_workdir(workdir: str) -> str:
     """Returns the absolute workdir, refusing folders a run must never write into."""
     if not workdir:

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deeplab_jax.models.atrous import AtrousConv
+
 PAPER_RATES_AT_OS16 = (6, 12, 18)
 
 
@@ -29,6 +31,8 @@ class ASPP(nn.Module):
     Attributes:
       atrous_rates: rates of the three 3x3 branches.
       channels: width of every branch and of the projection (256 in the paper).
+      atrous_impl: how the 3x3 atrous branches run, one of atrous.ATROUS_IMPLS (same
+        parameters, same function; see atrous.py).
     """
 
     atrous_rates: Sequence[int]
@@ -36,6 +40,7 @@ class ASPP(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9997
     bn_epsilon: float = 1e-5
+    atrous_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -47,16 +52,20 @@ class ASPP(nn.Module):
                                  momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                  dtype=self.dtype, param_dtype=jnp.float32)
 
-        def conv_bn_relu(y, kernel, rate, name):
-            y = conv(kernel, kernel_dilation=rate, padding="SAME", name=name)(y)
+        atrous_conv = functools.partial(AtrousConv, self.channels, (3, 3), padding="SAME",
+                                        use_bias=False, dtype=self.dtype,
+                                        param_dtype=jnp.float32, impl=self.atrous_impl)
+
+        def bn_relu(y, name):
             return nn.relu(norm(name=f"{name}_norm")(y))
 
-        branches = [conv_bn_relu(x, (1, 1), 1, "branch0")]
+        branches = [bn_relu(conv((1, 1), name="branch0")(x), "branch0")]
         for index, rate in enumerate(self.atrous_rates):
-            branches.append(conv_bn_relu(x, (3, 3), rate, f"branch{index + 1}"))
+            name = f"branch{index + 1}"
+            branches.append(bn_relu(atrous_conv(rate=rate, name=name)(x), name))
         # Image-level features (Sec. 3.3): bilinear upsampling of a 1x1 map is a broadcast.
         pooled = jnp.mean(x, axis=(1, 2), keepdims=True)
-        pooled = conv_bn_relu(pooled, (1, 1), 1, "image_pool")
+        pooled = bn_relu(conv((1, 1), name="image_pool")(pooled), "image_pool")
         branches.append(jnp.broadcast_to(pooled, x.shape[:3] + (self.channels,)))
         y = jnp.concatenate(branches, axis=-1)
-        return conv_bn_relu(y, (1, 1), 1, "project")
+        return bn_relu(conv((1, 1), name="project")(y), "project")

@@ -46,17 +46,20 @@ class DeepLabV3(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9997
     bn_epsilon: float = 1e-5
+    # How the 3x3 atrous convolutions run (backbone and ASPP): one of atrous.ATROUS_IMPLS.
+    # Same parameters and same function whichever runs; only the speed differs.
+    atrous_impl: str = "xla"
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-        norm_kwargs = dict(dtype=self.dtype, bn_momentum=self.bn_momentum,
-                           bn_epsilon=self.bn_epsilon)
+        shared = dict(dtype=self.dtype, bn_momentum=self.bn_momentum,
+                           bn_epsilon=self.bn_epsilon, atrous_impl=self.atrous_impl)
         features = ResNetV2(depth=self.depth, output_stride=self.output_stride,
                             multi_grid=tuple(self.multi_grid), width=self.width,
-                            name="backbone", **norm_kwargs)(normalize_pixels(images), train=train)
+                            name="backbone", **shared)(normalize_pixels(images), train=train)
         rates = self.atrous_rates or default_atrous_rates(self.output_stride)
         x = ASPP(atrous_rates=tuple(rates), channels=self.aspp_channels, name="aspp",
-                 **norm_kwargs)(features, train=train)
+                 **shared)(features, train=train)
         self.sow("intermediates", "aspp_output", x)
         logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
                          name="logits")(x)

@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deeplab_jax.models.atrous import AtrousConv
+
 # Bottleneck units per block. 50/101/152 are He et al.'s; 14 and 26 are test-sized.
 UNITS_PER_BLOCK = {
     14: (1, 1, 1, 1),
@@ -108,6 +110,7 @@ class BottleneckUnitV2(nn.Module):
     rate: int
     conv: ModuleDef
     norm: ModuleDef
+    atrous_conv: ModuleDef  # for the 3x3 conv2: AtrousConv (same parameters as `conv`)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -120,9 +123,8 @@ class BottleneckUnitV2(nn.Module):
                                  name="shortcut")(preact)
         y = self.conv(self.depth_bottleneck, (1, 1), name="conv1")(preact)
         y = nn.relu(self.norm(name="conv1_norm")(y, use_running_average=not train))
-        y = self.conv(self.depth_bottleneck, (3, 3), strides=self.stride,
-                      kernel_dilation=self.rate, padding=same_padding(3, self.stride, self.rate),
-                      name="conv2")(y)
+        y = self.atrous_conv(self.depth_bottleneck, (3, 3), strides=self.stride, rate=self.rate,
+                             padding=same_padding(3, self.stride, self.rate), name="conv2")(y)
         y = nn.relu(self.norm(name="conv2_norm")(y, use_running_average=not train))
         y = self.conv(self.depth, (1, 1), use_bias=True, name="conv3")(y)
         return shortcut + y
@@ -135,6 +137,7 @@ class ResNetBlock(nn.Module):
     depth_bottleneck: int
     conv: ModuleDef
     norm: ModuleDef
+    atrous_conv: ModuleDef
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -142,7 +145,7 @@ class ResNetBlock(nn.Module):
             x = BottleneckUnitV2(
                 depth=4 * self.depth_bottleneck, depth_bottleneck=self.depth_bottleneck,
                 stride=stride, rate=rate, conv=self.conv, norm=self.norm,
-                name=f"unit{unit_index + 1:02d}")(x, train=train)
+                atrous_conv=self.atrous_conv, name=f"unit{unit_index + 1:02d}")(x, train=train)
         # Probes read intermediates['backbone']['block4']['output'].
         self.sow("intermediates", "output", x)
         return x
@@ -159,6 +162,8 @@ class ResNetV2(nn.Module):
         output width 4x that (64 gives the standard ResNet).
       dtype: computation dtype; parameters stay float32.
       bn_momentum, bn_epsilon: BatchNorm decay and epsilon.
+      atrous_impl: how the 3x3 convs run, one of atrous.ATROUS_IMPLS; the parameters and
+        the function computed do not depend on it (see atrous.py).
     """
 
     depth: int = 50
@@ -168,6 +173,7 @@ class ResNetV2(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9997
     bn_epsilon: float = 1e-5
+    atrous_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -178,6 +184,8 @@ class ResNetV2(nn.Module):
         plan = strides_and_rates(self.output_stride, units_per_block, self.multi_grid)
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
                                  param_dtype=jnp.float32)
+        atrous_conv = functools.partial(AtrousConv, use_bias=False, dtype=self.dtype,
+                                        param_dtype=jnp.float32, impl=self.atrous_impl)
         norm = functools.partial(nn.BatchNorm, momentum=self.bn_momentum,
                                  epsilon=self.bn_epsilon, dtype=self.dtype,
                                  param_dtype=jnp.float32)
@@ -187,5 +195,6 @@ class ResNetV2(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for block_index, units in enumerate(plan):
             x = ResNetBlock(units=tuple(units), depth_bottleneck=self.width * 2**block_index,
-                            conv=conv, norm=norm, name=f"block{block_index + 1}")(x, train=train)
+                            conv=conv, norm=norm, atrous_conv=atrous_conv,
+                            name=f"block{block_index + 1}")(x, train=train)
         return nn.relu(norm(name="postnorm")(x, use_running_average=not train))

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU-speed measurements in one command that ends within 10 minutes of wall time.
+#
+#   bash experiments/gpu_speed/run_all.sh OUTPUT_DIR [1|2]
+#
+# Part 1 (default): one atrous conv per impl, then training steps most important first
+# (R101 OS16 bf16 with each atrous impl, then R101 OS8, R50; torchvision right after ours
+# for each model/OS/dtype), then R101 OS16 bf16 fed through the host input path.
+# Part 2: what part 1 leaves out (float32; OS8 with the alternative impls).
+# Jobs that would not end inside the slot are skipped and listed as such in results.md.
+# TINY=1 runs the same plan at toy sizes (depth 14/26, crop 65, batch 2): the CPU check.
+set -uo pipefail
+OUT=${1:?usage: run_all.sh OUTPUT_DIR [1|2]}
+PART=${2:-1}
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+START=$(date +%s)
+SLOT=${SLOT_S:-570}  # seconds; the device allows 600 per command
+CACHE=${JAX_CACHE_DIR:-/tmp/deeplab_gpu_speed_jax_cache}  # a rerun compiles from cache
+left() { echo $(( SLOT - ($(date +%s) - START) - ${1:-0} )); }
+
+if [[ "${TINY:-0}" == 1 ]]; then
+  CONV_FLAGS=(--channels_in 64 --channels_out 16 --size 17 --batch 2 --warmup 1 --iters 3)
+  STEP_FLAGS=(--width 8 --aspp_channels 16 --crop 65 --batch 2 --warmup 1 --steps 3
+              --input_examples 4)
+  BIG=26; SMALL=14
+else
+  CONV_FLAGS=()
+  STEP_FLAGS=()
+  BIG=101; SMALL=50
+fi
+
+if [[ "$PART" == 1 ]]; then
+  SETTINGS="$BIG/16/bfloat16/xla,$BIG/16/bfloat16/space_to_batch,$BIG/16/bfloat16/taps"
+  SETTINGS+=",$BIG/8/bfloat16/xla,$SMALL/16/bfloat16/xla,$SMALL/8/bfloat16/xla"
+  echo "== atrous_conv.py ($(left)s left)"
+  timeout 150 "$PY" experiments/gpu_speed/atrous_conv.py "${CONV_FLAGS[@]}" \
+    --output "$OUT/atrous_conv.json" 2>&1 | tee "$OUT/atrous_conv.log"
+else
+  SETTINGS="$BIG/16/float32/xla,$BIG/8/float32/xla,$BIG/8/bfloat16/space_to_batch"
+  SETTINGS+=",$BIG/8/bfloat16/taps,$SMALL/16/float32/xla,$SMALL/8/float32/xla"
+fi
+
+echo "== benchmark.py part $PART ($(left)s left)"
+"$PY" experiments/gpu_speed/benchmark.py --settings "$SETTINGS" "${STEP_FLAGS[@]}" \
+  --time_budget_s "$(left 70)" --job_timeout_s 300 --compilation_cache_dir "$CACHE" \
+  --output_dir "$OUT/step_part$PART" 2>&1 | tee "$OUT/step_part$PART.log"
+
+if [[ "$PART" == 1 ]]; then
+  echo "== benchmark.py --with_input ($(left)s left)"
+  "$PY" experiments/gpu_speed/benchmark.py --settings "$BIG/16/bfloat16/xla" --frameworks jax \
+    --with_input "${STEP_FLAGS[@]}" --time_budget_s "$(left)" --job_estimate_s 45 \
+    --job_timeout_s "$(( $(left) > 10 ? $(left) : 10 ))" \
+    --compilation_cache_dir "$CACHE" --output_dir "$OUT/with_input" 2>&1 \
+    | tee "$OUT/with_input.log"
+fi
+echo "== done in $(( $(date +%s) - START ))s; results under $OUT"

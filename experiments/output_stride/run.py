@@ -1,0 +1,178 @@
+"""The output-stride ablation: train at each output stride, evaluate each at each stride.
+
+    python experiments/output_stride/run.py --config=configs/synthetic.py \
+        --workdir=/tmp/os_ablation --output_dir=experiments/output_stride/synthetic \
+        --train_strides=8,16 --eval_strides=8,16 [--config.FIELD=VALUE ...]
+
+For every train stride it trains the config (resuming if the run's folder already has
+checkpoints: a rerun only re-evaluates), evaluates the final checkpoint at every eval stride
+(ASPP rates rescale with the stride, as in the paper's Sec. 4.2), and profiles one training
+step on one device (XLA FLOPs, time, memory; deeplab_jax/step_profile.py). It writes
+`results.json`, `results.md` (the paper's Appendix Table 10 layout: rows train stride,
+columns eval stride) and `results.png`.
+
+The config's `model.atrous_rates`, when given, are the rates at the config's own stride and
+are rescaled to each train stride (rates must stay whole numbers).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import jax  # noqa: E402
+
+from deeplab_jax import cli, config_lib, step_profile, train  # noqa: E402
+from deeplab_jax.data import datasets  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "The config to ablate.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Parent folder of the runs (one per train stride).")
+flags.DEFINE_string("output_dir", None, "Where results.json/.md/.png go.")
+flags.DEFINE_list("train_strides", ["8", "16"], "Output strides to train at.")
+flags.DEFINE_list("eval_strides", ["8", "16"], "Output strides to evaluate each run at.")
+flags.DEFINE_integer("profile_steps", 5, "Timed steps of the step profile (after 2 warm-up).")
+flags.DEFINE_string("note", "", "A line saying what this grid is (budget, reduced sizes...).")
+flags.mark_flags_as_required(["config", "workdir", "output_dir"])
+
+# DeepLabv3, Appendix Table 10 (ResNet-101, PASCAL VOC 2012 val): the best cell per train
+# output stride, as our issue quotes them.
+PAPER_BEST_CELL = {8: 75.62, 16: 78.51, 32: 75.90}
+DEVICE_MEMORIES_GB = (16, 40, 80, 141)  # common accelerators; 141: the H200
+
+
+def _bytes(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 2**30:.2f} GiB" if abs(value) >= 2**30 else f"{value / 2**20:.1f} MiB"
+
+
+def markdown(report: dict) -> str:
+    cells = {(c["train_stride"], c["eval_stride"]): c for c in report["cells"]}
+    train_strides = sorted({c["train_stride"] for c in report["cells"]})
+    eval_strides = sorted({c["eval_stride"] for c in report["cells"]})
+    lines = [f"Config `{report['config_file']}` with {report['overrides'] or 'no overrides'}; "
+             f"{report['machine']['device_count']}x {report['machine']['device_kind']} "
+             f"({report['machine']['platform']}).", ""]
+    if report["note"]:
+        lines += [report["note"], ""]
+    lines += ["mIoU (pixel accuracy) on the eval split, rows: train output stride, columns: "
+              "eval output stride.", "",
+              "| train OS \\ eval OS | " + " | ".join(map(str, eval_strides))
+              + " | paper's best cell (VOC, R101) |",
+              "| --- |" + " --- |" * (len(eval_strides) + 1)]
+    for train_stride in train_strides:
+        row = [f"{cells[train_stride, e]['miou']:.4f} ({cells[train_stride, e]['pixel_accuracy']:.4f})"
+               if (train_stride, e) in cells else "-" for e in eval_strides]
+        lines.append(f"| {train_stride} | " + " | ".join(row)
+                     + f" | {PAPER_BEST_CELL.get(train_stride, '-')} |")
+    lines += ["", "Cost of training at each stride (one device, the config's batch; memory "
+              "from XLA's buffer assignment, per image from compiling at 2x the batch):", "",
+              "| train OS | step ms | images/s | train GFLOPs/image | memory at batch | "
+              "per image | fixed | max batch at "
+              + " / ".join(f"{m} GB" for m in DEVICE_MEMORIES_GB) + " | measured peak |",
+              "| --- |" + " --- |" * 9]
+    for train_stride in train_strides:
+        p = report["profiles"][str(train_stride)]
+        fits = " / ".join(str(step_profile.max_batch_size(p, m * 1e9)) for m in DEVICE_MEMORIES_GB)
+        flops = p["flops_per_image"]
+        lines.append(
+            f"| {train_stride} | {p['step_ms']:.1f} | {p['images_per_second']:.1f} | "
+            f"{'n/a' if flops is None else f'{flops / 1e9:.3f}'} | "
+            f"{_bytes((p['memory'] or {}).get('total'))} | {_bytes(p['memory_per_image'])} | "
+            f"{_bytes(p['memory_fixed'])} | {fits} | {_bytes(p['peak_bytes_in_use'])} |")
+    lines += ["", f"Command: `{report['command']}`", f"Wall time: {report['wall_s'] / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    train_strides = sorted({c["train_stride"] for c in report["cells"]})
+    eval_strides = sorted({c["eval_stride"] for c in report["cells"]})
+    figure = Figure(figsize=(10, 3.6))
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    width = 0.8 / len(eval_strides)
+    for index, eval_stride in enumerate(eval_strides):
+        values = [next((c["miou"] for c in report["cells"] if c["train_stride"] == t
+                        and c["eval_stride"] == eval_stride), 0.0) for t in train_strides]
+        positions = [i + (index - (len(eval_strides) - 1) / 2) * width
+                     for i in range(len(train_strides))]
+        bars = left.bar(positions, values, width, label=f"eval OS {eval_stride}")
+        left.bar_label(bars, fmt="%.3f", fontsize=7)
+    left.set_xticks(range(len(train_strides)), [f"train OS {t}" for t in train_strides])
+    left.set_ylabel("val mIoU")
+    left.legend(fontsize=8)
+    left.set_title("Accuracy")
+    profiles = [report["profiles"][str(t)] for t in train_strides]
+    right.bar(range(len(train_strides)), [p["step_ms"] for p in profiles], color="tab:gray")
+    right.set_xticks(range(len(train_strides)), [f"OS {t}" for t in train_strides])
+    right.set_ylabel("training step (ms)")
+    twin = right.twinx()
+    twin.plot(range(len(train_strides)),
+              [(p["flops_per_image"] or 0) / 1e9 for p in profiles], "o-", color="tab:red")
+    twin.set_ylabel("train GFLOPs / image", color="tab:red")
+    right.set_title("Cost")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv):
+    cli.start(argv)
+    start = time.time()
+    base = FLAGS.config
+    train_strides = [int(s) for s in FLAGS.train_strides]
+    eval_strides = [int(s) for s in FLAGS.eval_strides]
+    # Check every cell's config before training anything.
+    for t in train_strides:
+        for e in eval_strides:
+            config_lib.at_output_stride(base, t, e)
+    num_classes = datasets.dataset_info(base.data)["num_classes"]
+    cells, profiles = [], {}
+    for t in train_strides:
+        workdir = os.path.join(FLAGS.workdir, f"train_os{t}")
+        logging.info("Training at output stride %d in %s", t, workdir)
+        results = {t: train.train_and_evaluate(config_lib.at_output_stride(base, t, t),
+                                               workdir)}
+        for e in eval_strides:
+            if e not in results:
+                results[e] = train.evaluate_checkpoint(config_lib.at_output_stride(base, t, e),
+                                                       workdir)
+            cells.append({"train_stride": t, "eval_stride": e, "miou": results[e]["miou"],
+                          "pixel_accuracy": results[e]["pixel_accuracy"],
+                          "mean_accuracy": results[e]["mean_accuracy"],
+                          "per_class_iou": results[e]["per_class_iou"]})
+        profiles[str(t)] = step_profile.profile_train_step(
+            config_lib.at_output_stride(base, t, t), num_classes, steps=FLAGS.profile_steps)
+    overrides = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
+    config_file = next(arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--config="))
+    report = {
+        "command": "python " + " ".join(sys.argv), "config_file": config_file,
+        "overrides": " ".join(overrides), "note": FLAGS.note, "cells": cells,
+        "profiles": profiles, "paper_best_cell": PAPER_BEST_CELL,
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "device_kind": jax.devices()[0].device_kind,
+                    "device_count": jax.device_count(), "jax": jax.__version__},
+        "wall_s": time.time() - start,
+    }
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as file:
+        json.dump(report, file, indent=2)
+    text = markdown(report)
+    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as file:
+        file.write(text)
+    plot(report, os.path.join(FLAGS.output_dir, "results.png"))
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,138 @@
+"""experiments/gpu_speed: the benchmarks run end to end at toy sizes on CPU, so they never rot.
+
+Timings on CPU mean nothing; these check that every number is produced and sane.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOLDER = os.path.join(REPO_ROOT, "experiments", "gpu_speed")
+
+
+def _load(name):
+    module_name = f"gpu_speed_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name,
+                                                  os.path.join(FOLDER, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_step_benchmark_jax_half(tmp_path):
+    benchmark = _load("benchmark")
+    report = benchmark.main([
+        "--settings", "14/8/float32/taps", "--width", "4", "--aspp_channels", "8",
+        "--crop", "33", "--batch", "2", "--steps", "2", "--warmup", "1", "--with_input",
+        "--input_examples", "3", "--no_subprocess", "--output_dir", str(tmp_path)])
+    [ours] = report["jax"]
+    assert "error" not in ours, ours.get("error")
+    assert ours["setting"] == "14/8/float32/taps" and ours["loss_is_finite"]
+    assert len(ours["step_times_ms"]) == 2 and ours["median_step_ms"] > 0
+    assert ours["images_per_s"] == pytest.approx(2e3 / ours["median_step_ms"])
+    # Model FLOPs are at least the convolutions' dense count; XLA's count is positive.
+    assert ours["flops_per_step"] > 0 and ours["model_flops_per_step"] > 0
+    assert ours["tflops_per_s"] == pytest.approx(
+        ours["flops_per_step"] / ours["median_step_ms"] / 1e9)
+    assert ours["peak_bytes"] is None  # CPU: memory_stats() is unavailable -> n/a
+    feed = ours["with_input"]
+    assert feed["fed_step_ms"] > 0 and feed["host_batch_ms"] > 0
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert report["torch"] == [] and "not importable" in report["torch_skipped"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["jax"][0]["setting"] == "14/8/float32/taps"
+    table = (tmp_path / "results.md").read_text()
+    assert "| R14 | 8 | float32 | taps |" in table and "correctness checks" in table
+
+
+def test_model_flops_match_the_layer_count():
+    """forward_flops on the paper's R101 at OS16: the layer-by-layer count, within 3%."""
+    benchmark = _load("benchmark")
+    from deeplab_jax.models.deeplab import DeepLabV3
+
+    flops = benchmark.forward_flops(DeepLabV3(num_classes=21, depth=101, output_stride=16),
+                                    513)
+    # shared/notes/performance.md: 142.1 GFLOP forward (71.06 GMAC) at 513, OS16.
+    assert flops == pytest.approx(142.1e9, rel=0.03)
+
+
+def test_settings_parse_and_reject():
+    benchmark = _load("benchmark")
+    setting = benchmark.Setting.parse("101/16/bfloat16/space_to_batch")
+    assert (setting.depth, setting.output_stride, setting.dtype, setting.atrous_impl) == (
+        101, 16, "bfloat16", "space_to_batch")
+    assert benchmark.Setting.parse("50/8/float32").atrous_impl == "xla"
+    for bad in ("101/16/float16", "101/16/bfloat16/winograd", "101/12/float32", "101"):
+        with pytest.raises(ValueError):
+            benchmark.Setting.parse(bad)
+    args = benchmark.parse_args(["--depths", "50", "--output_strides", "16,8",
+                                 "--dtypes", "bfloat16", "--atrous_impls", "xla,taps"])
+    assert [s.name for s in args.settings] == [
+        "50/16/bfloat16/xla", "50/16/bfloat16/taps", "50/8/bfloat16/xla", "50/8/bfloat16/taps"]
+
+
+def test_benchmark_runs_without_ml_collections():
+    """The GPU machine may lack ml_collections: the benchmark must not need it."""
+    code = (
+        "import sys; sys.modules['ml_collections'] = None\n"  # any import of it now fails
+        f"sys.path.insert(0, {FOLDER!r})\n"
+        "import benchmark\n"
+        "step = benchmark.import_train_step()\n"
+        "from deeplab_jax.models.deeplab import DeepLabV3\n"
+        "from deeplab_jax.models import get_model\n"
+        "from deeplab_jax.data import input_pipeline, synthetic\n"
+        "assert sys.modules['ml_collections'].BENCHMARK_STUB\n"
+        "print('ok', step.jit_train_step.__name__)\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    completed = subprocess.run([sys.executable, "-c", code], cwd="/", env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "ok jit_train_step" in completed.stdout
+
+
+def test_atrous_conv_benchmark(tmp_path):
+    atrous = _load("atrous_conv")
+    output = tmp_path / "atrous.json"
+    result = atrous.main(["--channels_in", "8", "--channels_out", "4", "--size", "9",
+                          "--batch", "1", "--rates", "1,2,12", "--dtype", "float32",
+                          "--warmup", "1", "--iters", "1", "--output", str(output)])
+    rows = {(r["rate"], r["impl"], r["mode"]): r for r in result["rows"]}
+    assert len(rows) == 3 * 3 * 2
+    for (rate, impl, mode), row in rows.items():
+        assert row["median_ms"] > 0 and row["speedup_vs_xla"] > 0
+        if mode == "forward":
+            assert row["max_rel_error_vs_first_impl"] < 1e-5, (rate, impl)
+    # What the lowering column is for: XLA keeps the dilation, 'taps' has no convolution.
+    assert any("rhs_dilate=2x2" in c for c in rows[(2, "xla", "forward")]["conv_lowerings"])
+    assert rows[(2, "taps", "forward")]["conv_lowerings"] == []
+    assert rows[(12, "taps", "forward")]["model_flops"] == 2 * 81 * 9 * 8 * 4
+    assert json.loads(output.read_text())["rows"][0]["rate"] == 1
+    assert (tmp_path / "atrous.md").exists()
+
+
+def test_torchvision_os16_variant():
+    """Where torchvision is installed: OS16 is a real output stride 16, rates (6, 12, 18)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    benchmark = _load("benchmark")
+    os8, _ = benchmark.build_torchvision_deeplab(50, 8, 21)
+    os16, note = benchmark.build_torchvision_deeplab(50, 16, 21, (6, 12, 18))
+    assert "(6, 12, 18)" in note
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(os16) == count(os8)  # same parameters, different strides and dilations
+    rates = [branch[0].dilation for branch in list(os16.classifier[0].convs)[1:4]]
+    assert rates == [(6, 6), (12, 12), (18, 18)]
+    with torch.no_grad():
+        features = [m.eval().backbone(torch.zeros(1, 3, 65, 65))["out"] for m in (os8, os16)]
+    assert [tuple(f.shape[-2:]) for f in features] == [(9, 9), (5, 5)]
+    assert np.isfinite(features[1].numpy()).all()

@@ -1,0 +1,53 @@
+"""Step costs from XLA (FLOPs, memory) and the output-stride ablation script end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import synthetic, tiny
+from deeplab_jax import config_lib, step_profile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_at_output_stride_rescales_the_config_rates():
+    config = synthetic.get_config()  # rates (2, 4, 6) at output stride 8
+    at16 = config_lib.at_output_stride(config, 16, 8)
+    assert at16.model.output_stride == 16 and tuple(at16.model.atrous_rates) == (1, 2, 3)
+    assert at16.eval.output_stride == 8
+    assert tuple(config_lib.eval_model_config(at16).atrous_rates) == (2, 4, 6)
+    with pytest.raises(ValueError, match="whole rates"):
+        config_lib.at_output_stride(config, 32, 32)  # (0.5, 1, 1.5)
+
+
+def test_profile_reports_flops_memory_and_batch_fit():
+    profiles = {stride: step_profile.profile_train_step(
+        config_lib.at_output_stride(tiny.get_config(), stride, stride), 5, steps=2, warmup=1)
+        for stride in (8, 16)}
+    for profile in profiles.values():
+        assert profile["flops_per_step"] > 0 and profile["step_ms"] > 0
+        assert profile["memory"]["total"] > profile["memory"]["temp_size_in_bytes"] > 0
+        assert profile["memory_per_image"] > 0
+        small, large = (step_profile.max_batch_size(profile, size) for size in (1e8, 1e9))
+        assert 0 < small < large
+    # Output stride 8 computes block4 and ASPP on 4x the positions of 16.
+    assert profiles[8]["flops_per_image"] > 1.3 * profiles[16]["flops_per_image"]
+    assert profiles[8]["memory_per_image"] > profiles[16]["memory_per_image"]
+
+
+def test_ablation_script_writes_the_table(tmp_path):
+    command = [sys.executable, "experiments/output_stride/run.py", "--config=configs/tiny.py",
+               f"--workdir={tmp_path / 'runs'}", f"--output_dir={tmp_path / 'out'}",
+               "--train_strides=16", "--eval_strides=8,16", "--profile_steps=1"]
+    environment = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True,
+                   timeout=600)
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {(c["train_stride"], c["eval_stride"]) for c in report["cells"]} == {(16, 8),
+                                                                                (16, 16)}
+    assert report["profiles"]["16"]["flops_per_image"] > 0
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| 16 | " in table and "78.51" in table
+    assert (tmp_path / "out" / "results.png").stat().st_size > 10_000
