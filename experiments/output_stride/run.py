@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -111,7 +112,7 @@ def plot(report: dict, path: str) -> None:
         left.bar_label(bars, fmt="%.3f", fontsize=7)
     left.set_xticks(range(len(train_strides)), [f"train OS {t}" for t in train_strides])
     left.set_ylabel("val mIoU")
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="lower left")
     left.set_title("Accuracy")
     profiles = [report["profiles"][str(t)] for t in train_strides]
     right.bar(range(len(train_strides)), [p["step_ms"] for p in profiles], color="tab:gray")
@@ -156,7 +157,7 @@ def main(argv):
     overrides = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
     config_file = next(arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--config="))
     report = {
-        "command": "python " + " ".join(sys.argv), "config_file": config_file,
+        "command": "python " + shlex.join(sys.argv), "config_file": config_file,
         "overrides": " ".join(overrides), "note": FLAGS.note, "cells": cells,
         "profiles": profiles, "paper_best_cell": PAPER_BEST_CELL,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
