@@ -75,7 +75,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 100
     config.eval_every_steps = 5_000
     config.checkpoint_every_steps = 1_000
-    config.max_checkpoints_to_keep = 3
+    config.max_checkpoints_to_keep = 3  # the latest ones, always including the latest
+    # Also keep the checkpoints of the N best val mIoUs (evaluation steps); 0: latest only.
+    config.keep_best_checkpoints = 0
+    # A step with a non-finite loss or gradient is skipped (params, optimizer state and BN
+    # statistics unchanged) and logged; this many in a row stop the run, naming the steps.
+    config.max_consecutive_nonfinite_steps = 5
     config.seed = 0  # parameters, data order and augmentation all derive from it
     # A workdir whose latest checkpoint's params and BN statistics start this run (fresh step
     # and optimizer): a second training stage. Ignored once this run has checkpoints.

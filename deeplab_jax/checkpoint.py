@@ -1,55 +1,226 @@
 """Orbax checkpoints of the train state in `workdir/checkpoints`.
 
-Resuming is the same as re-running the command: `restore_latest` finds the newest complete
-checkpoint (orbax writes to a temporary directory and renames it when complete, so a run
-killed mid-save leaves no half-written step behind) and restores it onto the current state's
-shardings. Saves are asynchronous; `close` waits for the last one.
+Resuming is the same as re-running the command: `restore` finds the newest complete
+checkpoint and restores it onto the current state's shardings. What can and cannot happen:
+
+- A step directory appears only when complete: orbax writes `<step>.orbax-checkpoint-tmp`
+  and renames it when every array and the metadata are written. A run killed mid-save
+  leaves at most such a temporary directory, which the next run's manager deletes
+  (`cleanup_tmp_directories`); the latest complete step is what resumes.
+- Saves are asynchronous (the arrays are copied to host memory first, then written in a
+  background thread); `close` waits for the last one and raises its error, if any.
+- Old steps are deleted only after a newer one is complete. A run killed in the middle of
+  a deletion leaves a partly deleted *old* step; the resumed run restores the latest step
+  and deletes the remnant with the next old step.
+- Retention keeps the latest `max_to_keep` steps, plus (with `keep_best` > 0) the
+  `keep_best` steps of highest eval mIoU: the latest step is never deleted for being worse.
+- Only finite values are ever saved (`save` checks), and a save at a step that is not
+  after the latest one is an error rather than orbax's silent no-op.
+- Restoring always passes the current state's shapes, dtypes and shardings, so a
+  checkpoint written on 8 devices restores on 1 (and vice versa). A checkpoint whose tree
+  differs from the config's model is refused with the leaves that differ and what that
+  means (class count, depth) before anything is read.
+
+Arrays are written by tensorstore with JSON metadata; nothing here uses pickle.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from deeplab_jax import train_step as train_step_lib
+from deeplab_jax.models.resnet import UNITS_PER_BLOCK
 
 PyTree = Any
+BEST_METRIC = "miou"  # what `keep_best` ranks checkpoints by (higher is better)
+MAX_LISTED_DIFFERENCES = 8
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose tree does not fit the config's model; the message says how."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """A state with NaN or infinite values, refused by `save`."""
 
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def create_manager(workdir: str, *, max_to_keep: int = 3,
+def create_manager(workdir: str, *, max_to_keep: int = 3, keep_best: int = 0,
                    read_only: bool = False) -> ocp.CheckpointManager:
-    """A manager keeping the last `max_to_keep` steps of the item `state`."""
+    """A manager of the item `state` in `workdir/checkpoints`.
+
+    Args:
+      workdir: the run's folder (made absolute: orbax refuses relative paths).
+      max_to_keep: how many of the latest steps to keep (>= 1).
+      keep_best: how many steps of highest eval mIoU to keep besides them (saved with
+        `metrics={'miou': ...}`); steps saved without metrics count only as latest.
+      read_only: evaluation and prediction: no writes, no clean-up, no deletion.
+    """
+    if max_to_keep < 1:
+        raise ValueError(f"config.max_checkpoints_to_keep={max_to_keep} must be >= 1: the "
+                         "latest checkpoint is what a rerun resumes from.")
+    policies = [checkpoint_managers.LatestN(n=max_to_keep)]
+    if keep_best > 0:
+        policies.append(checkpoint_managers.BestN(
+            get_metric_fn=lambda metrics: metrics[BEST_METRIC], reverse=False, n=keep_best,
+            keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=not read_only)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                 item_names=("state",))
+        create=not read_only, read_only=read_only,
+        enable_async_checkpointing=not read_only,
+        cleanup_tmp_directories=not read_only,
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
+    # The handler named up front: a fresh (read-only) manager can then read a step's
+    # metadata before any save or restore has told it what the item is.
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                    item_handlers={"state": ocp.StandardCheckpointHandler()})
+    # orbax 0.12.8 deletes stale temporary directories in a background thread and only
+    # waits for it at the next save (`close` does not): wait now, so that a run starts
+    # from a clean folder whatever it does next. (A private method: skipped if it goes.)
+    wait_for_cleanup = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)
+    if wait_for_cleanup is not None:
+        wait_for_cleanup()
+    return manager
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: PyTree) -> None:
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+_all_finite = jax.jit(train_step_lib.all_finite)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
+         metrics: Optional[dict[str, float]] = None) -> None:
+    """Starts an asynchronous save of `state` at `step` (`manager.wait_until_finished` ends it).
+
+    Raises:
+      NonFiniteStateError: `state` holds a NaN or an infinity (nothing is written).
+      ValueError: `step` is not after the latest saved step.
+    """
+    if not bool(_all_finite(state)):
+        raise NonFiniteStateError(
+            f"Refusing to save step {step}: the train state holds NaN or infinite values. "
+            f"The latest checkpoint ({manager.latest_step()}) is left as it is.")
+    latest = manager.latest_step()
+    if latest is not None and step <= latest:
+        raise ValueError(f"Cannot save step {step}: {manager.directory} already holds step "
+                         f"{latest}. A run's steps only go forward; use a new --workdir to "
+                         "start over.")
+    saved = manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                         metrics=metrics, force=True)
+    if not saved:
+        raise RuntimeError(f"orbax declined to save step {step} in {manager.directory}.")
+
+
+def _describe_leaf(leaf: Any) -> str:
+    return f"{tuple(leaf.shape)} {jax.numpy.dtype(leaf.dtype).name}"
+
+
+def _num_units(shapes: dict[str, Any]) -> Optional[tuple[int, ...]]:
+    """Residual units per backbone block from parameter paths ('params/backbone/block2/unit03/...')."""
+    units: dict[int, set[str]] = {}
+    for path in shapes:
+        parts = path.split("/")
+        if len(parts) > 3 and parts[:2] == ["params", "backbone"] and parts[2].startswith("block"):
+            units.setdefault(int(parts[2][len("block"):]), set()).add(parts[3])
+    return tuple(len(units[block]) for block in sorted(units)) if units else None
+
+
+def _model_summary(shapes: dict[str, Any]) -> dict[str, Any]:
+    summary = {}
+    logits = shapes.get("params/logits/kernel")
+    if logits is not None:
+        summary["class count"] = logits.shape[-1]
+    units = _num_units(shapes)
+    if units is not None:
+        depth = {tuple(v): k for k, v in UNITS_PER_BLOCK.items()}.get(units)
+        summary["depth"] = depth if depth is not None else f"units per block {units}"
+    root = shapes.get("params/backbone/root_conv/kernel")
+    if root is not None:
+        summary["width"] = root.shape[-1]
+    return summary
+
+
+def _flat(tree: PyTree) -> dict[str, Any]:
+    def name(path):
+        return "/".join(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+                        for key in path)
+    return {name(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def tree_differences(saved: PyTree, target: PyTree) -> list[str]:
+    """Lines naming every leaf whose shape or dtype differs, or that only one tree has."""
+    saved, target = _flat(saved), _flat(target)
+    lines = []
+    order = {"params": 0, "batch_stats": 1}  # the model's own arrays first, then the rest
+    for path in sorted(saved.keys() | target.keys(),
+                       key=lambda path: (order.get(path.split("/")[0], 2), path)):
+        if path not in target:
+            lines.append(f"{path}: saved {_describe_leaf(saved[path])}, not in this config")
+        elif path not in saved:
+            lines.append(f"{path}: not in the checkpoint, config {_describe_leaf(target[path])}")
+        elif (tuple(saved[path].shape) != tuple(target[path].shape)
+              or jax.numpy.dtype(saved[path].dtype) != jax.numpy.dtype(target[path].dtype)):
+            lines.append(f"{path}: saved {_describe_leaf(saved[path])}, "
+                         f"config {_describe_leaf(target[path])}")
+    return lines
+
+
+def mismatch_message(directory: Any, step: int, saved: PyTree, target: PyTree) -> Optional[str]:
+    """Why the checkpoint tree `saved` cannot restore into `target`, or None if it can."""
+    differences = tree_differences(saved, target)
+    if not differences:
+        return None
+    saved_model, config_model = _model_summary(_flat(saved)), _model_summary(_flat(target))
+    summary = [f"{key}: saved {saved_model[key]}, config {config_model[key]}"
+               for key in saved_model if key in config_model
+               and saved_model[key] != config_model[key]]
+    listed = differences[:MAX_LISTED_DIFFERENCES]
+    if len(differences) > len(listed):
+        listed.append(f"... and {len(differences) - len(listed)} more")
+    return (f"The checkpoint at step {step} in {directory} does not fit this config's model "
+            f"({'; '.join(summary) if summary else 'the parameter trees differ'}). "
+            f"{len(differences)} arrays differ:\n  " + "\n  ".join(listed) +
+            "\nUse a --workdir of this config's own runs (or a new one). To start a new model "
+            "from another run's weights, see config.init_from.")
 
 
 def restore(manager: ocp.CheckpointManager, state: PyTree,
             step: Optional[int] = None) -> tuple[PyTree, Optional[int]]:
     """Restores `step` (default: the latest) with `state`'s structure, shapes and shardings.
 
+    The shardings are those of `state` whatever the device count the checkpoint was
+    written with.
+
     Returns:
       (restored state, step), or (state unchanged, None) when there is no checkpoint.
+
+    Raises:
+      CheckpointMismatchError: the saved tree differs from `state`'s, naming the arrays.
     """
     step = manager.latest_step() if step is None else step
     if step is None:
         return state, None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     try:
+        saved = manager.item_metadata(step)["state"]
+    except Exception as error:  # pylint: disable=broad-except
+        logging.warning("Could not read the metadata of step %d (%s); restoring anyway.",
+                        step, error)
+        saved = None
+    if saved is not None:
+        message = mismatch_message(manager.directory, step, saved, abstract)
+        if message:
+            raise CheckpointMismatchError(message)
+    try:
         restored = manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except (ValueError, KeyError) as error:
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"The checkpoint at step {step} in {manager.directory} does not fit this "
             f"config's model (different depth, width or class count?): {error}") from error
     return restored["state"], step

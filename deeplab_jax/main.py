@@ -7,11 +7,28 @@
 Any config field can be overridden with --config.FIELD=VALUE; the config is locked, so a
 mistyped field is an error, not a silently ignored flag. Config files are Python and run as
 code: only use config files you trust.
+
+Several hosts (or several processes on one host): start the same command once per process
+with the jax.distributed flags, the same --workdir (a folder every process sees) and
+process ids 0..N-1; process 0 runs the coordination service on the given port:
+
+    python -m deeplab_jax.main --config=... --workdir=DIR \
+        --coordinator_address=HOST0:PORT --num_processes=N --process_id=I
+
+On SLURM, Open MPI or TPU pods, --distributed alone lets JAX detect the three values (so
+does the JAX_COORDINATOR_ADDRESS environment variable with the other two flags).
+
+Exit status: 0 when the run finished, EXIT_PREEMPTED (75) after a SIGTERM or preemption
+notice once the checkpoint of the current step is complete (rerun the same command to
+continue), 1 on errors.
 """
+import logging
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import cli, train
+from deeplab_jax import cli, preemption, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -21,13 +38,31 @@ flags.DEFINE_enum("mode", "train", ["train", "eval"],
                   "train: train and evaluate (resumes from the latest checkpoint); "
                   "eval: evaluate a checkpoint of WORKDIR without training.")
 flags.DEFINE_integer("step", None, "With --mode=eval: the checkpoint step (default: latest).")
+flags.DEFINE_string("coordinator_address", None,
+                    "jax.distributed: HOST:PORT of process 0's coordination service.")
+flags.DEFINE_integer("num_processes", None, "jax.distributed: the number of processes.")
+flags.DEFINE_integer("process_id", None, "jax.distributed: this process's index, 0..N-1.")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() even without the three flags above, "
+                  "letting JAX detect them (SLURM, Open MPI, TPU, JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
+                     "jax.distributed: a process silent this long (killed, hung) makes the "
+                     "others abort instead of waiting forever.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     cli.start(argv)
+    preemption.maybe_initialize_distributed(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+        auto_detect=FLAGS.distributed,
+        heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
     if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        try:
+            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        except preemption.Preempted as stop:
+            logging.warning("%s Exit status %d.", stop, preemption.EXIT_PREEMPTED)
+            sys.exit(preemption.EXIT_PREEMPTED)
     else:
         train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
 

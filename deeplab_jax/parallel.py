@@ -30,12 +30,18 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_global_batch_size(global_batch_size: int, mesh: Mesh) -> None:
-    """Raises before anything compiles if the batch cannot be split evenly."""
+def check_global_batch_size(global_batch_size: int, mesh: Mesh,
+                            name: str = "config.data.batch_size") -> None:
+    """Raises before anything compiles if the batch cannot be split evenly.
+
+    Over the devices, and so over the processes too: every process has the same number of
+    devices, and each loads the rows of its own devices.
+    """
     if global_batch_size % mesh.size:
         raise ValueError(
-            f"The global batch size {global_batch_size} is not divisible by the {mesh.size} "
-            f"devices; set config.data.batch_size to a multiple of {mesh.size}.")
+            f"The global batch size {global_batch_size} ({name}) is not divisible by the "
+            f"{mesh.size} devices ({jax.process_count()} process(es)); set {name} to a "
+            f"multiple of {mesh.size}.")
 
 
 def host_local_batch_size(global_batch_size: int) -> int:

@@ -4,6 +4,14 @@
 latest checkpoint in `workdir` if there is one, trains, evaluates and checkpoints; running the
 same command again after an interruption continues where the last checkpoint left off.
 `evaluate_checkpoint(config, workdir)` evaluates a saved checkpoint without training.
+
+Faults the loop handles (README, "Faults and bad input"): SIGTERM or a preemption notice
+(`preemption.py`: a checkpoint at the current step on every process, then
+`preemption.Preempted`); steps with a non-finite loss or gradient (skipped inside the step,
+counted and logged here, `NonFiniteTrainingError` after
+`config.max_consecutive_nonfinite_steps` in a row); and a kill at any moment (orbax's
+atomic step directories, `checkpoint.py`, plus a data order and augmentation RNG that are
+pure functions of the seed and the step).
 """
 from __future__ import annotations
 
@@ -14,16 +22,15 @@ from typing import Any, Optional
 
 import jax
 import ml_collections
-import numpy as np
 
-from deeplab_jax import (checkpoint, config_lib, evaluate, parallel, pretrained, reports,
-                         visualize)
+from deeplab_jax import (checkpoint, config_lib, evaluate, parallel, preemption, pretrained,
+                         reports, visualize)
 from deeplab_jax import train_step as train_step_lib
 from deeplab_jax.data import datasets, input_pipeline
 from deeplab_jax.models import get_model
 from deeplab_jax.writer import MetricWriter
 
-SUM_METRICS = ("loss_sum", "valid_pixels", "correct_pixels")
+SUM_METRICS = ("loss_sum", "valid_pixels", "correct_pixels", "skipped_steps")
 
 
 def _format_duration(seconds: float) -> str:
@@ -52,7 +59,8 @@ class _Setup:
         self.config = config
         self.mesh = parallel.make_mesh()
         parallel.check_global_batch_size(config.data.batch_size, self.mesh)
-        parallel.check_global_batch_size(config.eval.batch_size, self.mesh)
+        parallel.check_global_batch_size(config.eval.batch_size, self.mesh,
+                                         "config.eval.batch_size")
         self.eval_source = datasets.get_dataset(config.data, config.data.eval_split)
         self.num_classes = self.eval_source.num_classes
         model = get_model(config.model, self.num_classes)
@@ -63,7 +71,8 @@ class _Setup:
         self.state = init(jax.random.key(config.seed), model, optimizer,
                           tuple(config.data.crop_size))
         self.manager = checkpoint.create_manager(
-            workdir, max_to_keep=config.max_checkpoints_to_keep, read_only=read_only)
+            workdir, max_to_keep=config.max_checkpoints_to_keep,
+            keep_best=config.keep_best_checkpoints, read_only=read_only)
         self.eval_step = evaluate.make_eval_step(
             get_model(config_lib.eval_model_config(config), self.num_classes),
             num_classes=self.num_classes, ignore_label=config.data.ignore_label,
@@ -112,8 +121,56 @@ class _Setup:
         return {**results, **extra}
 
 
+class NonFiniteTrainingError(FloatingPointError):
+    """Too many consecutive training steps with a non-finite loss or gradient."""
+
+
+class _SkippedSteps:
+    """Counts the steps the training step skipped (non-finite loss or gradient).
+
+    Each skipped step is logged with its examples; `limit` skipped steps in a row raise
+    `NonFiniteTrainingError` naming the step range. Steps are numbered as in the logs and
+    checkpoints: step N is the N-th update (from checkpoint N - 1 to checkpoint N).
+    """
+
+    def __init__(self, limit: int, example_ids: Any):
+        self.limit = limit
+        self.example_ids = example_ids  # step -> the global batch's dataset indices
+        self.total = 0
+        self.consecutive = 0
+        self.first = None
+
+    def record(self, step: int, skipped: bool) -> None:
+        if not skipped:
+            self.consecutive = 0
+            return
+        self.total += 1
+        self.consecutive += 1
+        if self.consecutive == 1:
+            self.first = step
+        logging.warning(
+            "Step %d skipped: non-finite loss or gradient; parameters, optimizer state and BN "
+            "statistics unchanged (%d in a row, %d in this run). Its examples (dataset "
+            "indices): %s", step, self.consecutive, self.total,
+            self.example_ids(step).tolist())
+        if self.consecutive >= self.limit:
+            raise NonFiniteTrainingError(
+                f"Steps {self.first}-{step}: {self.consecutive} consecutive training steps had "
+                "a non-finite loss or gradient and were skipped (config."
+                f"max_consecutive_nonfinite_steps={self.limit}), so training stopped. No "
+                "checkpoint holds non-finite values: a rerun resumes from the latest one. "
+                "Lower the learning rate, check those steps' examples (logged above) or use "
+                "float32 (config.model.dtype).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
+
+    Faults: a SIGTERM (or, under jax.distributed, a preemption notice to any process) saves a
+    checkpoint at the end of the current step and raises `preemption.Preempted`; a step with
+    a non-finite loss or gradient changes nothing and is counted, and
+    `config.max_consecutive_nonfinite_steps` of them in a row raise `NonFiniteTrainingError`.
+    Only finite states are ever checkpointed.
 
     Returns:
       The final evaluation's metrics.
@@ -122,12 +179,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     workdir = config_lib.check_workdir(workdir)
     _log_devices()
     setup = _Setup(config, workdir, read_only=False)
-    writer = MetricWriter(os.path.join(workdir, "tensorboard"),
-                          write_to_tensorboard=jax.process_index() == 0)
-    _write_config(workdir, config)
+    try:
+        with preemption.Watcher() as watcher:
+            return _train(config, workdir, setup, watcher)
+    finally:
+        setup.manager.close()  # waits for a save in flight and raises its error, if any
 
+
+def _train(config: ml_collections.ConfigDict, workdir: str, setup: "_Setup",
+           watcher: preemption.Watcher) -> dict[str, Any]:
     # Resume: the latest complete checkpoint decides the step, the data position and the RNG.
     setup.state, restored_step = checkpoint.restore(setup.manager, setup.state)
+    _write_config(workdir, config)  # after the restore: never over a refused run's config
+    with MetricWriter(os.path.join(workdir, "tensorboard"),
+                      write_to_tensorboard=jax.process_index() == 0) as writer:
+        return _train_loop(config, workdir, setup, watcher, writer, restored_step)
+
+
+def _train_loop(config: ml_collections.ConfigDict, workdir: str, setup: "_Setup",
+                watcher: preemption.Watcher, writer: MetricWriter,
+                restored_step: Optional[int]) -> dict[str, Any]:
     initial_step = int(setup.state.step)
     if restored_step is not None:
         logging.info("Resumed from the checkpoint at step %d.", restored_step)
@@ -158,62 +229,102 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step_fn = train_step_lib.jit_train_step(config, setup.state_sharding,
                                             parallel.data_sharding(setup.mesh))
     augment_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+    skipped = _SkippedSteps(
+        config.max_consecutive_nonfinite_steps,
+        lambda step: input_pipeline.train_example_indices(
+            config.seed, step - 1, config.data.batch_size, len(train_source), slice(None)))
+    # Whether each step was skipped is fetched one step late, while the next step runs, so
+    # the host never waits on the device just to count; `flush` catches up before anything
+    # is logged, saved or evaluated.
+    pending: list[tuple[int, jax.Array]] = []
+
+    def flush() -> None:
+        while pending:
+            step, flag = pending.pop(0)
+            skipped.record(step, bool(jax.device_get(flag)))
 
     # Train: metric sums stay on device and are fetched once per logging interval.
     sums, last_log_step, last_log_time = None, initial_step, time.time()
     results = None
+    watcher.reached(initial_step)  # JAX's preemption sync counts steps from here
     for step in range(initial_step, config.num_train_steps):
         batch = parallel.to_global_batch(next(host_batches), setup.mesh)
-        setup.state, metrics = step_fn(setup.state, batch, jax.random.fold_in(augment_rng, step))
+        setup.state, metrics = step_fn(setup.state, batch,
+                                       jax.random.fold_in(augment_rng, step))
+        done = step + 1
+        flush()  # the previous step's flag; this step is already queued behind it
+        pending.append((done, metrics["skipped_steps"]))
         sums = metrics if sums is None else {
             key: sums[key] + metrics[key] if key in SUM_METRICS else metrics[key]
             for key in metrics}
-        done = step + 1
         if step == initial_step:
             jax.block_until_ready(metrics)
             logging.info("First step (compilation included) took %.1f s.",
                          time.time() - last_log_time)
             last_log_time = time.time()
             last_log_step = done
+        # Every step, on every process, with the same step number (JAX's sync point).
+        preempted = watcher.reached(done)
         is_last = done == config.num_train_steps
-        if done % config.log_every_steps == 0 or is_last:
-            fetched = jax.device_get(sums)
-            if not np.isfinite(fetched["loss_sum"]):
-                raise FloatingPointError(
-                    f"Non-finite training loss between steps {last_log_step} and {done}.")
-            valid = max(float(fetched["valid_pixels"]), 1.0)
-            scalars = {
-                "train/loss": fetched["loss_sum"] / valid,
-                "train/pixel_accuracy": fetched["correct_pixels"] / valid,
-                "train/weight_decay_loss": fetched["weight_decay_loss"],
-                "train/grad_norm": fetched["grad_norm"],
-                "train/learning_rate": fetched["learning_rate"],
-            }
-            progress = ""
-            if done > last_log_step:  # Not just the compilation step: a rate is meaningful.
-                steps_per_second = (done - last_log_step) / (time.time() - last_log_time)
-                scalars["train/steps_per_second"] = steps_per_second
-                scalars["train/images_per_second"] = steps_per_second * config.data.batch_size
-                eta = (config.num_train_steps - done) / steps_per_second
-                progress = f", {steps_per_second:.2f} steps/s, ETA {_format_duration(eta)}"
-            writer.write_scalars(done, scalars, log=False)
-            logging.info("step %d/%d: loss %.4f, pixel accuracy %.4f, lr %.4g%s", done,
-                         config.num_train_steps, scalars["train/loss"],
-                         scalars["train/pixel_accuracy"], scalars["train/learning_rate"],
-                         progress)
+        log_due = done % config.log_every_steps == 0 or is_last or preempted
+        save_due = done % config.checkpoint_every_steps == 0 or is_last or preempted
+        eval_due = (done % config.eval_every_steps == 0 or is_last) and not preempted
+        if log_due or save_due or eval_due:
+            flush()  # raises NonFiniteTrainingError before anything is saved
+        if log_due:
+            _log_training(config, writer, jax.device_get(sums), done, last_log_step,
+                          last_log_time, skipped.total)
             sums, last_log_step, last_log_time = None, done, time.time()
-        if done % config.checkpoint_every_steps == 0 or is_last:
-            checkpoint.save(setup.manager, done, setup.state)
-        if done % config.eval_every_steps == 0 or is_last:
-            results = setup.run_evaluation(workdir, writer, done)
+        evaluated = False
+        if eval_due and config.keep_best_checkpoints:  # the save ranks by this mIoU
+            results, evaluated = setup.run_evaluation(workdir, writer, done), True
             last_log_time = time.time()  # Evaluation time is not training time.
+        if save_due:
+            checkpoint.save(setup.manager, done, setup.state,
+                            metrics={checkpoint.BEST_METRIC: results["miou"]}
+                            if evaluated else None)
+        if preempted:
+            setup.manager.wait_until_finished()
+            logging.warning("Preempted: the checkpoint at step %d is complete; stopping. "
+                            "Run the same command again to continue from it.", done)
+            raise preemption.Preempted(done)
+        if eval_due and not evaluated:
+            results = setup.run_evaluation(workdir, writer, done)
+            last_log_time = time.time()
 
     if results is None:  # Nothing left to train: report on the restored state.
         results = setup.run_evaluation(workdir, writer, initial_step)
     setup.manager.wait_until_finished()
-    setup.manager.close()
-    writer.close()
     return results
+
+
+def _log_training(config: ml_collections.ConfigDict, writer: MetricWriter,
+                  fetched: dict[str, Any], done: int, last_log_step: int,
+                  last_log_time: float, total_skipped: int) -> None:
+    """Writes the logging interval's scalars and one log line."""
+    valid = max(float(fetched["valid_pixels"]), 1.0)
+    scalars = {
+        "train/loss": fetched["loss_sum"] / valid,
+        "train/pixel_accuracy": fetched["correct_pixels"] / valid,
+        "train/weight_decay_loss": fetched["weight_decay_loss"],
+        "train/grad_norm": fetched["grad_norm"],
+        "train/learning_rate": fetched["learning_rate"],
+        "train/skipped_steps": total_skipped,
+    }
+    progress = ""
+    if done > last_log_step:  # Not just the compilation step: a rate is meaningful.
+        steps_per_second = (done - last_log_step) / (time.time() - last_log_time)
+        scalars["train/steps_per_second"] = steps_per_second
+        scalars["train/images_per_second"] = steps_per_second * config.data.batch_size
+        eta = (config.num_train_steps - done) / steps_per_second
+        progress = f", {steps_per_second:.2f} steps/s, ETA {_format_duration(eta)}"
+    if fetched["skipped_steps"]:
+        progress += (f", {int(fetched['skipped_steps'])} step(s) skipped as non-finite "
+                     f"({total_skipped} in this run)")
+    writer.write_scalars(done, scalars, log=False)
+    logging.info("step %d/%d: loss %.4f, pixel accuracy %.4f, lr %.4g%s", done,
+                 config.num_train_steps, scalars["train/loss"],
+                 scalars["train/pixel_accuracy"], scalars["train/learning_rate"], progress)
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,

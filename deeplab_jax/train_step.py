@@ -3,7 +3,9 @@
 One step: augment the batch on device (random scale, crop, flip), apply the model with batch
 statistics, masked softmax cross-entropy plus L2 weight decay on conv kernels, SGD with
 momentum on the poly schedule. Under `jax.jit` with a batch-sharded input, BatchNorm's mean
-and variance cover the global batch (see `parallel.py`).
+and variance cover the global batch (see `parallel.py`). A step whose loss, gradients or new
+BN statistics are not all finite is skipped inside the step: it changes nothing but the step
+counter, and reports itself in `metrics["skipped_steps"]`.
 """
 from __future__ import annotations
 
@@ -49,8 +51,11 @@ def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.Gradie
                        image_shape: tuple[int, int]) -> TrainState:
     """Initialises parameters and BN statistics from `rng` (a pure function: jit it)."""
     variables = model.init(rng, jnp.zeros((1, *image_shape, 3), jnp.float32), train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables["batch_stats"], tx=optimizer)
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                              batch_stats=variables["batch_stats"], tx=optimizer)
+    # A strong int32 step, as a restored checkpoint's: a fresh and a resumed run then trace
+    # the same training step (one compilation, one compilation-cache entry).
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def augment_config_kwargs(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -80,8 +85,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       augment_kwargs: static arguments of `augment.augment_batch`.
 
     Returns:
-      (new state, metrics): sums and counts (loss_sum, valid_pixels, correct_pixels) that
-      add up across steps, plus the step's weight-decay term, learning rate and gradient norm.
+      (new state, metrics): sums and counts (loss_sum, valid_pixels, correct_pixels,
+      skipped_steps) that add up across steps, plus the step's weight-decay term, learning
+      rate and gradient norm. When the loss, a gradient or a new BN statistic is not finite
+      the update is skipped (`skipped_steps` = 1): the new state equals `state` but for
+      `step`, and the sums are 0.
     """
     images, labels = augment.augment_batch(rng, batch["image"], batch["label"], batch["size"],
                                            **augment_kwargs)
@@ -106,17 +114,53 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, batch_stats=new_batch_stats)
 
+    # A non-finite loss, gradient or BN statistic skips the update: parameters, optimizer
+    # state (momentum, schedule count) and BN statistics stay exactly as they were; only the
+    # step (the data position and the augmentation RNG) advances. The loop counts skips.
+    finite = (jnp.isfinite(loss_sum) & jnp.isfinite(decay) & all_finite(grads)
+              & all_finite(new_batch_stats))
+    new_state = new_state.replace(
+        params=select_tree(finite, new_state.params, state.params),
+        opt_state=select_tree(finite, new_state.opt_state, state.opt_state),
+        batch_stats=select_tree(finite, new_state.batch_stats, state.batch_stats))
+
     valid = labels != ignore_label
     correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels) & valid)
+    zero_if_skipped = lambda x: jnp.where(finite, x, jnp.zeros_like(x))
     metrics = {
-        "loss_sum": loss_sum,
-        "valid_pixels": valid_pixels,
-        "correct_pixels": correct.astype(jnp.float32),
+        # Sums over the steps of a logging interval: a skipped step adds nothing.
+        "loss_sum": zero_if_skipped(loss_sum),
+        "valid_pixels": zero_if_skipped(valid_pixels),
+        "correct_pixels": zero_if_skipped(correct.astype(jnp.float32)),
+        "skipped_steps": 1.0 - finite.astype(jnp.float32),
         "weight_decay_loss": decay,
         "grad_norm": optax.global_norm(grads),
         "learning_rate": learning_rate_fn(state.step),
     }
     return new_state, metrics
+
+
+def all_finite(tree: PyTree) -> jax.Array:
+    """bool scalar: every floating-point value of `tree` is finite (True for no leaves).
+
+    One sum over every value times 0, which is 0 for a finite value and NaN for a NaN or an
+    infinity (IEEE; XLA keeps x * 0 for floats): one fused reduction per leaf, cheap to
+    compile, where an isfinite-and-all per leaf doubled the training step's compile time.
+    """
+    leaves = [leaf for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.isfinite(sum(jnp.sum(leaf * 0.0, dtype=jnp.float32) for leaf in leaves))
+
+
+def select_tree(condition: jax.Array, if_true: PyTree, if_false: PyTree) -> PyTree:
+    """`if_true` if `condition` (a bool scalar) holds, else `if_false`: two whole trees.
+
+    A `lax.cond` rather than a `jnp.where` per leaf: the same result, and it keeps XLA's
+    update fusions intact (the per-leaf selects cost seconds of compilation).
+    """
+    return jax.lax.cond(condition, lambda: if_true, lambda: if_false)
 
 
 def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,

@@ -181,8 +181,8 @@ def pad_to_canvas(image: np.ndarray, label: np.ndarray,
     fill values only matter for readability (hence a uint8 0 for the image).
 
     Args:
-      image: [h, w, 3] image (cast to uint8).
-      label: [h, w] label (cast to uint8).
+      image: uint8 [h, w, 3] image.
+      label: integer [h, w] label, values 0..255 (kept as uint8).
       canvas_hw: (Hc, Wc) canvas size.
       fill_pixel: image value of the canvas padding.
       ignore_label: label value of the canvas padding.
@@ -191,13 +191,28 @@ def pad_to_canvas(image: np.ndarray, label: np.ndarray,
       image uint8 [Hc, Wc, 3], label uint8 [Hc, Wc], size int32 [2] = (h, w).
 
     Raises:
-      ValueError: image and label sizes differ, or the example does not fit.
+      ValueError: image and label sizes differ, the example is empty or does not fit, or
+        a dtype or value would not survive the uint8 canvas unchanged (never a silent cast).
     """
+    image, label = np.asarray(image), np.asarray(label)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image shape {image.shape}: expected [height, width, 3] RGB")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image dtype {image.dtype}: expected uint8 pixels 0..255")
+    if label.ndim != 2:
+        raise ValueError(f"label shape {label.shape}: expected [height, width]")
+    if label.dtype.kind not in "ui":
+        raise ValueError(f"label dtype {label.dtype}: expected integer class indices")
+    if label.dtype != np.uint8 and label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"label values {label.min()}..{label.max()} do not fit uint8 "
+                         "(class indices and the ignore label 255)")
     h, w = image.shape[:2]
     hc, wc = canvas_hw
     if label.shape[:2] != (h, w):
         raise ValueError(f"image size {(h, w)} != label size "
                          f"{tuple(label.shape[:2])}")
+    if h < 1 or w < 1:
+        raise ValueError(f"empty example of size {(h, w)}")
     if h > hc or w > wc:
         raise ValueError(f"example size {(h, w)} does not fit in canvas "
                          f"{(hc, wc)}")

@@ -1,7 +1,10 @@
 """Reading any image file as RGB uint8, as a viewer shows it, with errors that name the file.
 
-Greyscale, palette, RGBA (alpha dropped), 16-bit and float images become uint8 [H, W, 3] RGB;
-the EXIF orientation is applied, so predictions line up with what a viewer shows.
+Greyscale, palette, RGBA (alpha dropped), CMYK, 16-bit and float images become uint8
+[H, W, 3] RGB; the EXIF orientation is applied, so predictions line up with what a viewer
+shows. A file that cannot be decoded (truncated, empty, not an image, a decompression bomb)
+raises `ImageReadError` naming it; truncated files are never half-decoded
+(PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` stays False).
 """
 from __future__ import annotations
 
@@ -75,9 +78,15 @@ def load_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
-            return to_rgb_uint8(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            pixels = to_rgb_uint8(image)
+    except Exception as error:  # pylint: disable=broad-except
+        # PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
+        # EOFError, struct.error, DecompressionBombError...): all name the file here.
         raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8 or not pixels.size:
+        raise ImageReadError(f"Cannot read the image {path}: decoded to {pixels.dtype} "
+                             f"{pixels.shape}, not a non-empty uint8 RGB image.")
+    return pixels
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -86,7 +95,9 @@ def image_size(path: str) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Exception as error:  # pylint: disable=broad-except
+        # PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
+        # EOFError, struct.error, DecompressionBombError...): all name the file here.
         raise ImageReadError(f"Cannot read the image {path}: {error}") from error
     # EXIF orientations 5-8 rotate by 90 degrees: exif_transpose swaps the sides.
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
@@ -104,5 +115,7 @@ def decodes_unchanged(path: str) -> bool:
         with Image.open(path) as image:
             return (image.format in ("JPEG", "PNG") and image.mode == "RGB"
                     and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Exception as error:  # pylint: disable=broad-except
+        # PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
+        # EOFError, struct.error, DecompressionBombError...): all name the file here.
         raise ImageReadError(f"Cannot read the image {path}: {error}") from error

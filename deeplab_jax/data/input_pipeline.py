@@ -8,7 +8,11 @@ examples, none repeated or skipped, without saving any iterator state, and each 
 reads only its own rows of every global batch.
 
 A source is any sequence of examples: `len(source)` and `source[i]` returning
-{'image': uint8 [h, w, 3], 'label': uint8 [h, w]}.
+{'image': uint8 [h, w, 3], 'label': uint8 [h, w]}. When it has a `num_classes` attribute
+(every dataset of `datasets.py` does), each label map is checked as it is read: a value
+outside 0..num_classes-1 and the ignore label stops the run with the example's name. Any
+error while reading an example (a truncated file, say) reaches the training loop through
+the decoding threads and `prefetch`, with the file's name; nothing is skipped silently.
 
 Decoding runs on `num_workers` threads (PIL's JPEG/PNG decoders and numpy's copies release
 the GIL), in the order of the indices: the batches are the same for any number of workers.
@@ -23,6 +27,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
+from deeplab_jax.data import labels
 from deeplab_jax.data.augment import pad_to_canvas
 
 Batch = dict[str, np.ndarray]
@@ -54,14 +59,40 @@ def host_rows(global_batch_size: int, process_index: int, process_count: int) ->
     return slice(process_index * per_host, (process_index + 1) * per_host)
 
 
+def describe_example(source: ExampleSource, index: int) -> str:
+    """'Example 7 of VocFolder (2007_000033)': the index, the source, and the files when known."""
+    what = f"Example {index} of {type(source).__name__}"
+    for attribute in ("files", "ids"):  # CamVidFolder.files, VocFolder.ids (by index)
+        names = getattr(source, attribute, None)
+        if names is not None:
+            try:
+                return f"{what} ({names[index]})"
+            except (IndexError, TypeError, KeyError):
+                break
+    return what
+
+
 def _padded_example(source: ExampleSource, index: int, canvas_size: tuple[int, int],
                     ignore_label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    example = source[int(index)]
+    """Reads example `index`, checks its label values and pads it onto the canvas.
+
+    Raises:
+      LabelValueError: a label value outside 0..num_classes-1 and `ignore_label` (checked
+        for every source with a `num_classes`), naming the example.
+      ValueError: sizes, dtypes or shapes that do not fit, naming the example.
+      The source's own errors (e.g. `image_io.ImageReadError`, naming the file).
+    """
+    index = int(index)
+    example = source[index]
+    num_classes = getattr(source, "num_classes", None)
+    if num_classes is not None:
+        labels.check_label_values(example["label"], num_classes, ignore_label,
+                                  where=describe_example(source, index))
     try:
         return pad_to_canvas(example["image"], example["label"], canvas_size,
                              ignore_label=ignore_label)
     except ValueError as error:
-        raise ValueError(f"Example {index} of {type(source).__name__}: {error}") from error
+        raise ValueError(f"{describe_example(source, index)}: {error}") from error
 
 
 def _stack(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:

@@ -1,0 +1,101 @@
+"""Config errors stop a run before anything compiles, naming the field, the value and the fix."""
+import logging
+import os
+
+import pytest
+
+from configs import tiny, voc
+from deeplab_jax import config_lib, train
+from deeplab_jax import train_step as train_step_lib
+
+
+@pytest.fixture
+def nothing_compiles(monkeypatch):
+    """Fails the test if a run gets as far as building its train state."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run built its train state before refusing the config")
+    monkeypatch.setattr(train_step_lib, "create_train_state", refuse)
+    monkeypatch.setattr(train_step_lib, "jit_train_step", refuse)
+
+
+def _refused(config, tmp_path, match):
+    with pytest.raises(ValueError, match=match):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_unknown_field_is_named_with_the_closest_known_one(tmp_path, nothing_compiles):
+    config = tiny.get_config()
+    config.model.deph = 50  # a config file can add fields: a typo would be ignored silently
+    _refused(config, tmp_path, r"config\.model\.deph \(did you mean config\.model\.depth\?\)")
+    config = tiny.get_config()
+    config.data.synthetic.num_train_exemples = 3
+    _refused(config, tmp_path, r"num_train_exemples.*num_train_examples")
+
+
+@pytest.mark.parametrize("section,stride", [("model", 4), ("model", 12), ("model", 64),
+                                            ("eval", 24)])
+def test_output_stride_outside_8_16_32(tmp_path, nothing_compiles, section, stride):
+    config = tiny.get_config()
+    config[section].output_stride = stride
+    _refused(config, tmp_path, rf"config\.{section}\.output_stride={stride} is not one of "
+                               r"\(8, 16, 32\)")
+
+
+def test_global_batch_not_divisible_by_the_devices(tmp_path, nothing_compiles):
+    config = tiny.get_config()
+    config.data.batch_size = 12  # 8 simulated devices
+    _refused(config, tmp_path, r"global batch size 12 \(config\.data\.batch_size\) is not "
+                               r"divisible by the 8 devices.*multiple of 8")
+    config = tiny.get_config()
+    config.eval.batch_size = 4
+    _refused(config, tmp_path, r"global batch size 4 \(config\.eval\.batch_size\) is not "
+                               r"divisible by the 8 devices")
+
+
+def test_atrous_rates_that_only_read_padding(tmp_path, nothing_compiles, caplog):
+    config = tiny.get_config()  # 33x33 crops at output stride 8: a 5x5 feature map
+    config.model.atrous_rates = (5, 10, 15)
+    _refused(config, tmp_path, r"ASPP rates \(5, 10, 15\) at output stride 8 on training "
+                               r"crops \(33, 33\) \(feature map 5x5\)")
+    # Some rates too large: a warning (they still work on larger evaluation images).
+    config = tiny.get_config()
+    config.model.atrous_rates = (2, 4, 6)
+    with caplog.at_level(logging.WARNING):
+        config_lib.resolve_config(config)
+    assert any("rate(s) (6,) >= the feature map side 5" in r.getMessage()
+               for r in caplog.records)
+    # The paper's setup fits: 513x513 crops at output stride 16, rates (6, 12, 18).
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        config_lib.resolve_config(voc.get_config())
+    assert not [r for r in caplog.records if "ASPP" in r.getMessage()]
+
+
+@pytest.mark.parametrize("field,value", [("num_train_steps", 0), ("max_checkpoints_to_keep", 0),
+                                         ("max_consecutive_nonfinite_steps", 0),
+                                         ("keep_best_checkpoints", -1)])
+def test_counts_that_must_be_positive(tmp_path, nothing_compiles, field, value):
+    config = tiny.get_config()
+    config[field] = value
+    _refused(config, tmp_path, rf"config\.{field}={value}")
+
+
+def test_workdirs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config_lib.check_workdir("runs/a") == str(tmp_path / "runs" / "a")  # normalised
+    assert os.path.isdir(tmp_path / "runs" / "a")
+    assert config_lib.check_workdir("runs/../runs/./b") == str(tmp_path / "runs" / "b")
+    for wrong in ("/", "~", os.path.expanduser("~") + "/."):
+        with pytest.raises(ValueError, match="dedicated folder"):
+            config_lib.check_workdir(wrong)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="which is a file"):
+        config_lib.check_workdir("a_file")
+    with pytest.raises(ValueError, match="--workdir is required"):
+        config_lib.check_workdir("")
+
+
+def test_every_shipped_config_has_only_known_fields():
+    from configs import camvid, synthetic, voc_os8
+    for module in (voc, voc_os8, camvid, synthetic, tiny):
+        config_lib.check_known_fields(module.get_config())
