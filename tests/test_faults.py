@@ -397,6 +397,7 @@ def test_two_processes_sigkill_of_one_makes_the_other_exit_not_hang(start, tmp_p
     status = survivor.wait(timeout=bound)  # the watchdog turns a hang into a failure
     assert status != 0, survivor.tail()
     assert time.monotonic() - began < bound
-    # It stopped because JAX's coordination service saw the peer die, not by chance.
-    assert "stopped sending heartbeats" in survivor.output() or \
-        "Connection closed by peer" in survivor.output(), survivor.tail()
+    # It stopped because JAX's coordination service saw the peer die (missed heartbeats,
+    # or the coordinator's socket closing when process 0 is the one killed), not by chance.
+    assert "the JAX distributed service detected fatal errors" in survivor.output(), \
+        survivor.tail()

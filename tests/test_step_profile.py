@@ -47,6 +47,7 @@ def test_output_stride_8_costs_more_than_16():
     assert profiles[8]["memory_per_image"] > profiles[16]["memory_per_image"]
 
 
+@pytest.mark.slow
 def test_ablation_script_writes_the_table(tmp_path):
     command = [sys.executable, "experiments/output_stride/run.py", "--config=configs/tiny.py",
                f"--workdir={tmp_path / 'runs'}", f"--output_dir={tmp_path / 'out'}",
