@@ -21,12 +21,12 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
 from deeplab_jax import preemption
 from deeplab_jax.data import input_pipeline
+from checkpoint_arrays import load_checkpoint_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS = os.path.join(ROOT, "tests", "fault_harness.py")
@@ -144,13 +144,7 @@ def start(harness_env):
         run.kill()
 
 
-def _load(workdir, step):
-    """A checkpoint's arrays as numpy, whatever devices wrote it."""
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(path).item_metadata
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    return checkpointer.restore(path, restore_args=restore_args)
+_load = load_checkpoint_arrays
 
 
 def _entries(workdir):

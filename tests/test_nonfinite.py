@@ -10,13 +10,13 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
 from deeplab_jax import train
 from deeplab_jax import train_step as train_step_lib
 from deeplab_jax.data import input_pipeline
+from checkpoint_arrays import load_checkpoint_arrays
 
 NAN_STEPS = (2, 4, 5, 6)  # 1-based, as in the logs: step N makes checkpoint N
 ALL_IGNORED_STEP = 3
@@ -32,13 +32,7 @@ def _poison(original):
     return poisoned
 
 
-def _load(workdir, step):
-    """A checkpoint's arrays as numpy."""
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(path).item_metadata
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    return checkpointer.restore(path, restore_args=restore_args)
+_load = load_checkpoint_arrays
 
 
 @pytest.fixture(scope="module")
