@@ -221,11 +221,8 @@ def test_kill_9_in_a_save_sigterm_kill_9_in_a_deletion_then_resume_bit_identical
 
     # 1. kill -9 just after the save of step k started: its arrays are still being written.
     fault = f"save:{rng.randint(2, 4)}"
-    run = start(workdir, fault=fault, record=str(tmp_path / "1.jsonl"))
     context = f"seed {seed}, {fault}"
-    assert run.wait() == -signal.SIGKILL and f"FAULT {fault}" in run.output(), \
-        f"{context}\n{run.tail()}"
-    latest = int(_steps(workdir)[-1])
+    latest = _killed_by_fault(start, workdir, fault, str(tmp_path / "1.jsonl"), context)
     assert int(fault[5:]) - 1 <= latest <= int(fault[5:]), f"{context}: {_entries(workdir)}"
 
     # 2. SIGTERM at a random step: that step finishes, is saved, and the run exits 75. No
@@ -246,11 +243,8 @@ def test_kill_9_in_a_save_sigterm_kill_9_in_a_deletion_then_resume_bit_identical
 
     # 3. kill -9 in the middle of deleting an old checkpoint (about half its files gone).
     fault = f"delete:{rng.randint(1, 2) if saved <= NUM_STEPS - 3 else 1}"
-    run = start(workdir, fault=fault, record=str(tmp_path / "3.jsonl"))
     context = f"seed {seed}, {fault} after resuming at {saved}"
-    assert run.wait() == -signal.SIGKILL and f"FAULT {fault}" in run.output(), \
-        f"{context}\n{run.tail()}"
-    latest = int(_steps(workdir)[-1])
+    latest = _killed_by_fault(start, workdir, fault, str(tmp_path / "3.jsonl"), context)
 
     # 4. The same command to the end.
     record = str(tmp_path / "4.jsonl")
@@ -261,6 +255,14 @@ def test_kill_9_in_a_save_sigterm_kill_9_in_a_deletion_then_resume_bit_identical
     # Only complete checkpoints, the latest two: no temporary or half-deleted directory left.
     assert _entries(workdir) == [str(NUM_STEPS - 1), str(NUM_STEPS)], context
     _assert_bit_identical(reference(NUM_STEPS), _load(workdir, NUM_STEPS), context)
+
+
+def _killed_by_fault(start, workdir, fault, record, context):
+    """Runs the command with `fault` injected; it must die by it. Returns the latest step saved."""
+    run = start(workdir, fault=fault, record=record)
+    assert run.wait() == -signal.SIGKILL and f"FAULT {fault}" in run.output(), \
+        f"{context}\n{run.tail()}"
+    return int(_steps(workdir)[-1])
 
 
 def _kill_then_resume(start, workdir, faults, reference, seed):

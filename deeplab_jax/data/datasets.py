@@ -85,8 +85,7 @@ def dataset_info(data_config: ml_collections.ConfigDict) -> dict:
     elif data_config.name == "voc":
         names, palette = voc.CLASS_NAMES, visualize.voc_palette()
     elif data_config.name == "camvid":
-        names = camvid.CLASS_NAMES
-        palette = visualize.palette_from_colors([color for _, color in camvid.CLASSES])
+        names, palette = camvid.CLASS_NAMES, camvid.PALETTE
     else:
         raise ValueError(f"Unknown dataset config.data.name={data_config.name!r}; known: "
                          f"{', '.join(map(repr, KNOWN))}.")
