@@ -128,7 +128,7 @@ def pil_font(size: int) -> ImageFont.ImageFont:
     except (TypeError, OSError):
         return ImageFont.load_default()
 
-def _save_figure(figure: Any, path: str) -> None:
+def save_figure(figure: Any, path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -161,7 +161,7 @@ def plot_confusion(path: str, confusion: np.ndarray, class_names: Sequence[str])
                     value = normalised[i, j]
                     axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                               color="white" if value > 0.5 else "black")
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def plot_iou(path: str, per_class_iou: Sequence[Optional[float]], class_names: Sequence[str],
@@ -185,7 +185,7 @@ def plot_iou(path: str, per_class_iou: Sequence[Optional[float]], class_names: S
     axes.set_ylim(0.0, 1.08)
     axes.set_ylabel("IoU")
     axes.set_title("Per-class IoU")
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def best_worst_grid(worst: Sequence[tuple[float, int, dict[str, np.ndarray]]],

@@ -15,6 +15,8 @@ pure functions of the seed and the step).
 """
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import os
 import time
@@ -23,8 +25,8 @@ from typing import Any, Optional
 import jax
 import ml_collections
 
-from deeplab_jax import (checkpoint, config_lib, evaluate, parallel, preemption, pretrained,
-                         reports, visualize)
+from deeplab_jax import (checkpoint, config_lib, curves, evaluate, parallel, preemption,
+                         pretrained, reports, visualize)
 from deeplab_jax import train_step as train_step_lib
 from deeplab_jax.data import datasets, input_pipeline
 from deeplab_jax.models import get_model
@@ -200,6 +202,10 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, setup: "_Setup"
                 watcher: preemption.Watcher, writer: MetricWriter,
                 restored_step: Optional[int]) -> dict[str, Any]:
     initial_step = int(setup.state.step)
+    started = time.time()
+    # Marks where this start picks up, so the training curve drops what a killed earlier
+    # start logged past its last checkpoint (curves.read_scalars).
+    writer.write_scalars(initial_step, {curves.RESUMED_FROM_TAG: initial_step}, log=False)
     if restored_step is not None:
         logging.info("Resumed from the checkpoint at step %d.", restored_step)
     elif config.init_from:
@@ -243,6 +249,16 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, setup: "_Setup"
             step, flag = pending.pop(0)
             skipped.record(step, bool(jax.device_get(flag)))
 
+    timing = {"first_step_seconds": 0.0, "evaluation_seconds": 0.0}
+
+    def run_evaluation(step: int) -> dict[str, Any]:
+        begin = time.time()
+        results = setup.run_evaluation(workdir, writer, step)
+        if jax.process_index() == 0:
+            _write_training_curve(workdir)
+        timing["evaluation_seconds"] += time.time() - begin
+        return results
+
     # Train: metric sums stay on device and are fetched once per logging interval.
     sums, last_log_step, last_log_time = None, initial_step, time.time()
     results = None
@@ -259,8 +275,9 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, setup: "_Setup"
             for key in metrics}
         if step == initial_step:
             jax.block_until_ready(metrics)
+            timing["first_step_seconds"] = time.time() - last_log_time
             logging.info("First step (compilation included) took %.1f s.",
-                         time.time() - last_log_time)
+                         timing["first_step_seconds"])
             last_log_time = time.time()
             last_log_step = done
         # Every step, on every process, with the same step number (JAX's sync point).
@@ -277,7 +294,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, setup: "_Setup"
             sums, last_log_step, last_log_time = None, done, time.time()
         evaluated = False
         if eval_due and config.keep_best_checkpoints:  # the save ranks by this mIoU
-            results, evaluated = setup.run_evaluation(workdir, writer, done), True
+            results, evaluated = run_evaluation(done), True
             last_log_time = time.time()  # Evaluation time is not training time.
         if save_due:
             checkpoint.save(setup.manager, done, setup.state,
@@ -289,13 +306,71 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, setup: "_Setup"
                             "Run the same command again to continue from it.", done)
             raise preemption.Preempted(done)
         if eval_due and not evaluated:
-            results = setup.run_evaluation(workdir, writer, done)
+            results = run_evaluation(done)
             last_log_time = time.time()
 
     if results is None:  # Nothing left to train: report on the restored state.
         results = setup.run_evaluation(workdir, writer, initial_step)
     setup.manager.wait_until_finished()
+    if config.num_train_steps > initial_step and jax.process_index() == 0:
+        _record_timing(config, workdir, initial_step, time.time() - started, **timing)
     return results
+
+
+def _write_training_curve(workdir: str) -> None:
+    try:  # A picture is a reader's aid: never lose a training run over one.
+        curves.write_training_curve(workdir)
+    except Exception:  # pylint: disable=broad-except
+        logging.exception("Could not write the training curve of %s.", workdir)
+
+
+def _record_timing(config: ml_collections.ConfigDict, workdir: str, initial_step: int,
+                   wall_seconds: float, first_step_seconds: float,
+                   evaluation_seconds: float) -> None:
+    """Appends this start's wall time and training throughput to WORKDIR/timing.json.
+
+    Wall time runs from the start of the training loop (after building and restoring the
+    state); training time is that less the first step (compilation) and the evaluations;
+    images/s counts the steps after the first. A resumed run adds one entry per start.
+    """
+    steps = config.num_train_steps - initial_step
+    train_seconds = wall_seconds - first_step_seconds - evaluation_seconds
+    entry = {
+        "start_step": initial_step, "end_step": config.num_train_steps,
+        "wall_seconds": round(wall_seconds, 2),
+        "first_step_seconds": round(first_step_seconds, 2),
+        "evaluation_seconds": round(evaluation_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+        "images_per_second": (round((steps - 1) * config.data.batch_size / train_seconds, 1)
+                              if steps > 1 and train_seconds > 0 else None),
+        "global_batch_size": config.data.batch_size,
+        "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+        "process_count": jax.process_count(), "jax": jax.__version__,
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+    }
+    path = os.path.join(workdir, "timing.json")
+    entries = []
+    if os.path.exists(path):
+        try:
+            with open(path) as file:
+                entries = json.load(file)
+            if not isinstance(entries, list):
+                raise TypeError(f"a JSON {type(entries).__name__}")
+        except (ValueError, TypeError):  # not ours, or damaged: kept aside, never overwritten
+            entries = []
+            os.replace(path, path + ".unreadable")
+            logging.warning("%s is not a JSON list; moved it to %s.unreadable and started a "
+                            "new one.", path, path)
+    entries.append(entry)
+    with open(path + ".tmp", "w") as file:
+        json.dump(entries, file, indent=2)
+    os.replace(path + ".tmp", path)  # a kill mid-write never leaves a half file
+    logging.info("Trained steps %d-%d in %s wall time (%s compiling the first step, %s "
+                 "evaluating): %s images/s; appended to %s.", initial_step,
+                 config.num_train_steps, _format_duration(wall_seconds),
+                 _format_duration(first_step_seconds), _format_duration(evaluation_seconds),
+                 entry["images_per_second"], path)
 
 
 def _log_training(config: ml_collections.ConfigDict, writer: MetricWriter,

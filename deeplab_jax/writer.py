@@ -14,6 +14,7 @@ the GPU). Our writer opens a plain local file instead, so it does not support gs
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import socket
@@ -29,6 +30,8 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 logger = logging.getLogger(__name__)
+
+_WRITER_COUNT = itertools.count()  # event files this process has opened
 
 
 def _to_float(value) -> float:
@@ -68,11 +71,14 @@ class MetricWriter:
         if logdir is None or not write_to_tensorboard:
             return
         os.makedirs(logdir, exist_ok=True)
-        # The file name pattern TensorBoard globs for; pid and id keep writers apart.
+        # The file name pattern TensorBoard globs for. Host, pid and a per-process count
+        # keep writers apart (an `id()` can be reused once a writer is gone, and a second
+        # writer in the same second would then overwrite the first one's file); "xb"
+        # refuses to open an existing file rather than truncate it.
         self.event_file = os.path.join(
             logdir, f"events.out.tfevents.{int(time.time()):010d}."
-                    f"{socket.gethostname()}.{os.getpid()}.{id(self)}")
-        self._record_writer = RecordWriter(open(self.event_file, "wb"))
+                    f"{socket.gethostname()}.{os.getpid()}.{next(_WRITER_COUNT)}")
+        self._record_writer = RecordWriter(open(self.event_file, "xb"))
         # Every event file starts with its version; readers rely on it.
         self._write_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
         self.flush()

@@ -172,7 +172,8 @@ def test_unknown_impl_is_an_error():
     assert get_model(config, 3).atrous_impl == "taps"
 
 
-@pytest.mark.parametrize("output_stride", (8, 16))
+# OS16 in the default suite (block4 and ASPP dilated); OS8, which adds block3, with -m slow.
+@pytest.mark.parametrize("output_stride", (pytest.param(8, marks=pytest.mark.slow), 16))
 def test_deeplab_logits_do_not_depend_on_impl(output_stride):
     images = jax.random.uniform(jax.random.key(8), (2, 33, 33, 3), jnp.float32, 0, 255)
     models = {impl: DeepLabV3(num_classes=3, depth=14, width=8, multi_grid=(1,),

@@ -8,7 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
-from deeplab_jax import train
+from deeplab_jax import curves, train
 
 
 def _config(num_train_steps=4):
@@ -51,6 +51,17 @@ def test_run_writes_checkpoints_metrics_pictures_and_config(trained_workdir):
                os.listdir(os.path.join(workdir, "tensorboard")))
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["model"]["atrous_rates"] == [2, 4, 6]  # resolved values are recorded
+    # The training curve and the timing record.
+    assert os.path.getsize(os.path.join(workdir, curves.CURVE_FILE)) > 1000
+    scalars = curves.read_scalars(os.path.join(workdir, "tensorboard"))
+    assert sorted(scalars[curves.LOSS_TAG]) == [2, 4]
+    assert scalars[curves.MIOU_TAG][4] == pytest.approx(results["miou"])
+    (timing,) = json.load(open(os.path.join(workdir, "timing.json")))
+    assert (timing["start_step"], timing["end_step"], timing["global_batch_size"]) == (0, 4, 8)
+    assert timing["images_per_second"] > 0 and timing["device_count"] == 8
+    assert 0 < timing["first_step_seconds"] < timing["wall_seconds"]
+    assert timing["train_seconds"] + timing["first_step_seconds"] + \
+        timing["evaluation_seconds"] == pytest.approx(timing["wall_seconds"], abs=0.02)
 
 
 def test_rerun_resumes_exactly_where_the_checkpoint_left_off(trained_workdir, tmp_path):
@@ -69,6 +80,11 @@ def test_rerun_resumes_exactly_where_the_checkpoint_left_off(trained_workdir, tm
     a = json.load(open(os.path.join(workdir, "eval", "val_step00000004_os8.json")))
     b = json.load(open(os.path.join(interrupted, "eval", "val_step00000004_os8.json")))
     assert a["per_class_iou"] == b["per_class_iou"]
+    # The resumed curve is the uninterrupted one; timing.json has one entry per start.
+    assert curves.read_scalars(os.path.join(interrupted, "tensorboard"))[curves.LOSS_TAG] == \
+        curves.read_scalars(os.path.join(workdir, "tensorboard"))[curves.LOSS_TAG]
+    timing = json.load(open(os.path.join(interrupted, "timing.json")))
+    assert [(t["start_step"], t["end_step"]) for t in timing] == [(0, 4), (2, 4)]
 
 
 def test_rerun_of_a_finished_run_trains_nothing(trained_workdir):
@@ -129,3 +145,12 @@ def test_init_from_a_folder_without_checkpoints_is_refused(tmp_path):
     config.init_from = str(tmp_path / "nothing_here")
     with pytest.raises(FileNotFoundError, match="config.init_from"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_an_unreadable_timing_record_is_kept_aside_not_overwritten(tmp_path):
+    (tmp_path / "timing.json").write_text('{"not": "a list"}')
+    train._record_timing(_config(), str(tmp_path), 0, wall_seconds=10.0,
+                         first_step_seconds=4.0, evaluation_seconds=1.0)
+    assert (tmp_path / "timing.json.unreadable").read_text() == '{"not": "a list"}'
+    (entry,) = json.loads((tmp_path / "timing.json").read_text())
+    assert entry["train_seconds"] == 5.0 and entry["images_per_second"] == 3 * 8 / 5.0

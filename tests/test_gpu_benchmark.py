@@ -31,8 +31,9 @@ def test_training_step_benchmark_jax_half(tmp_path):
     benchmark = _load("benchmark")
     report = benchmark.main([
         "--settings", "14/8/float32/taps", "--width", "4", "--aspp_channels", "8",
-        "--crop", "33", "--batch", "2", "--steps", "2", "--warmup", "1", "--with_input",
-        "--input_examples", "3", "--no_subprocess", "--output_dir", str(tmp_path)])
+        "--crop", "33", "--canvas", "513", "--batch", "2", "--steps", "2", "--warmup", "1",
+        "--with_input", "--input_examples", "3", "--input_workers", "2", "--no_subprocess",
+        "--output_dir", str(tmp_path)])
     [ours] = report["jax"]
     assert "error" not in ours, ours.get("error")
     assert ours["setting"] == "14/8/float32/taps" and ours["loss_is_finite"]
@@ -45,10 +46,17 @@ def test_training_step_benchmark_jax_half(tmp_path):
     assert ours["peak_bytes"] is None  # CPU: memory_stats() is unavailable -> n/a
     feed = ours["with_input"]
     assert feed["fed_step_ms"] > 0 and feed["host_batch_ms"] > 0
+    # Real files decoded on threads: VOC-sized JPEGs read by voc.VocFolder.
+    assert feed["source"].startswith("voc_like: 3 VOC-sized JPEG") and feed["input_workers"] == 2
     try:
         import torch  # noqa: F401
     except ImportError:
         assert report["torch"] == [] and "not importable" in report["torch_skipped"]
+    else:  # torchvision's half at the same toy depth (torchvision's ResNet class, our units)
+        [theirs] = report["torch"]
+        assert "error" not in theirs, theirs.get("error")
+        assert theirs["setting"] == "14/8/float32" and theirs["loss_is_finite"]
+        assert theirs["flops_per_step"] > 0 and theirs["median_step_ms"] > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["jax"][0]["setting"] == "14/8/float32/taps"
     table = (tmp_path / "results.md").read_text()
@@ -79,6 +87,10 @@ def test_settings_parse_and_reject():
                                  "--dtypes", "bfloat16", "--atrous_impls", "xla,taps"])
     assert [s.name for s in args.settings] == [
         "50/16/bfloat16/xla", "50/16/bfloat16/taps", "50/8/bfloat16/xla", "50/8/bfloat16/taps"]
+    # VOC-sized files do not fit a small canvas: refused before anything runs.
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--with_input", "--crop", "65"])
+    assert benchmark.parse_args(["--with_input", "--crop", "65", "--canvas", "513"]).canvas == 513
 
 
 def test_benchmark_runs_without_ml_collections():
@@ -136,3 +148,12 @@ def test_torchvision_os16_variant():
         features = [m.eval().backbone(torch.zeros(1, 3, 65, 65))["out"] for m in (os8, os16)]
     assert [tuple(f.shape[-2:]) for f in features] == [(9, 9), (5, 5)]
     assert np.isfinite(features[1].numpy()).all()
+    # The toy depths the CPU check uses: our units per block in torchvision's ResNet class.
+    tiny8, _ = benchmark.build_torchvision_deeplab(14, 8, 3)
+    tiny16, _ = benchmark.build_torchvision_deeplab(14, 16, 3)
+    assert len(tiny16.backbone.layer3) == 1 and count(tiny8) == count(tiny16)
+    with torch.no_grad():
+        features = [m.eval().backbone(torch.zeros(1, 3, 65, 65))["out"] for m in (tiny8, tiny16)]
+    assert [tuple(f.shape[-2:]) for f in features] == [(9, 9), (5, 5)]
+    with pytest.raises(ValueError, match="depth 18 is not defined"):
+        benchmark.build_torchvision_deeplab(18, 16, 3)

@@ -70,6 +70,7 @@ def kernel_spec_manager(tmp_path_factory) -> KernelSpecManager:
 
 def test_there_are_notebooks():
     assert [path.name[:2] for path in NOTEBOOKS] == sorted(EXPECTED_FIGURES)
+    assert set(SLOW_NOTEBOOKS) <= {path.stem for path in NOTEBOOKS}  # a rename is not a skip
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
@@ -85,7 +86,13 @@ def test_notebook_states_its_question_and_answer(path):
     assert nb.metadata.kernelspec.name == "python3"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+# The two that build and differentiate real models take ~20 s each: -m slow runs them.
+SLOW_NOTEBOOKS = ("02_effective_receptive_field", "03_gridding")
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(path, marks=pytest.mark.slow) if path.stem in SLOW_NOTEBOOKS else path
+    for path in NOTEBOOKS], ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_executes_and_writes_its_figures(path, kernel_spec_manager, tmp_path,
                                                   monkeypatch):
     figures = NOTEBOOKS_DIR / "figures" if WRITE else tmp_path / "figures"

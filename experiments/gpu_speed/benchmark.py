@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -114,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--frameworks", type=_csv(str), default=["jax", "torch"],
                       help="jax, torch or both")
     what.add_argument("--with_input", action="store_true",
-                      help="also feed ours through the host input path (train_batches over "
-                      "synthetic shapes + prefetch) and compare with the resident step")
+                      help="also feed ours through the host input path (files read and "
+                      "decoded by train_batches on threads, then prefetch) and compare "
+                      "with the resident step")
+    what.add_argument("--input", choices=["voc_like", "synthetic"], default="voc_like",
+                      help="--with_input data: voc_like = VOC-sized JPEG + PNG files written "
+                      "to a temporary VOCdevkit folder and read by voc.VocFolder, as a VOC "
+                      "run reads them; synthetic = generated arrays kept in RAM (no decode)")
     shape = parser.add_argument_group("shapes (defaults: the paper's VOC setting)")
     shape.add_argument("--crop", type=int, default=513)
     shape.add_argument("--canvas", type=int, default=None, help="host canvas; default: crop")
@@ -127,8 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     timing = parser.add_argument_group("timing")
     timing.add_argument("--warmup", type=int, default=3)
     timing.add_argument("--steps", type=int, default=20, help="timed steps (each loop)")
-    timing.add_argument("--input_examples", type=int, default=32,
-                        help="--with_input: synthetic examples generated (kept in RAM)")
+    timing.add_argument("--input_examples", type=int, default=64,
+                        help="--with_input: examples generated (files, or arrays in RAM)")
+    timing.add_argument("--input_workers", type=int, default=8,
+                        help="--with_input: decoding threads (configs/voc.py's "
+                        "data.num_workers)")
     timing.add_argument("--prefetch", type=int, default=2, help="--with_input: host prefetch")
     timing.add_argument("--time_budget_s", type=float, default=None,
                         help="skip jobs that would end after this many seconds from the start")
@@ -171,6 +180,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.canvas = args.canvas or args.crop
     if args.canvas < args.crop:
         parser.error("--canvas must be >= --crop")
+    if args.with_input and args.input == "voc_like" and args.canvas < 500:
+        parser.error(f"--input voc_like writes 500x375 and 375x500 images, larger than "
+                     f"--canvas {args.canvas}: pass --canvas 513 (or --input synthetic)")
     return args
 
 
@@ -375,38 +387,71 @@ def run_jax(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _input_source(args, folder: str):
+    """The examples `--with_input` feeds, and a description of them."""
+    from deeplab_jax.data import synthetic, voc
+
+    if args.input == "synthetic":
+        size = min(args.canvas, args.crop)
+        return (synthetic.SyntheticShapes("train", args.input_examples, image_size=size),
+                f"synthetic_shapes, {args.input_examples} examples of {size}^2 generated "
+                "once and kept in RAM (no decoding)")
+    throughput = _load_sibling("input_throughput", "benchmark")
+    throughput.make_voc_like_folder(folder, args.input_examples)
+    source = voc.VocFolder(folder, "train")
+    kb = throughput.mean_file_kb(voc.example_files(folder, image_id)[0]
+                                 for image_id in source.ids)
+    return source, (f"voc_like: {len(source)} VOC-sized JPEG ({kb:.0f} KB mean) + palette "
+                    "PNG files read by voc.VocFolder (from the page cache after the first "
+                    f"pass), decoded on {args.input_workers} threads")
+
+
+def _load_sibling(folder: str, name: str):
+    """experiments/FOLDER/NAME.py as a module (experiments are scripts, not a package)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), folder,
+                        f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _feed_through_input_path(args, mesh, run, wait, state, rngs, resident_s):
     """Steps fed by input_pipeline.train_batches + prefetch, as train.py feeds them."""
     from deeplab_jax import parallel
-    from deeplab_jax.data import input_pipeline, synthetic
+    from deeplab_jax.data import input_pipeline
 
-    start = time.perf_counter()
-    source = synthetic.SyntheticShapes("train", args.input_examples,
-                                       image_size=min(args.canvas, args.crop))
-    generate_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="gpu_speed_input_") as folder:
+        start = time.perf_counter()
+        source, description = _input_source(args, folder)
+        generate_s = time.perf_counter() - start
 
-    def batches():
-        return input_pipeline.train_batches(
-            source, global_batch_size=args.batch, seed=0, start_step=0,
-            canvas_size=(args.canvas, args.canvas), ignore_label=IGNORE_LABEL)
+        def batches(num_workers):
+            return input_pipeline.train_batches(
+                source, global_batch_size=args.batch, seed=0, start_step=0,
+                canvas_size=(args.canvas, args.canvas), ignore_label=IGNORE_LABEL,
+                num_workers=num_workers)
 
-    host_only = batches()  # the host path alone, one thread, no device
-    begin = time.perf_counter()
-    for _ in range(args.steps):
-        next(host_only)
-    host_batch_s = (time.perf_counter() - begin) / args.steps
-    stream = input_pipeline.prefetch(batches(), buffer_size=args.prefetch)
-    for _ in range(args.warmup):
-        state, metrics = run(state, parallel.to_global_batch(next(stream), mesh), rngs.pop())
-    wait(state, metrics)
-    begin = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = run(state, parallel.to_global_batch(next(stream), mesh), rngs.pop())
-    wait(state, metrics)
-    fed_s = (time.perf_counter() - begin) / args.steps
+        host_only = batches(args.input_workers)  # the host path alone, no device
+        next(host_only)  # thread pool start-up and first reads
+        begin = time.perf_counter()
+        for _ in range(args.steps):
+            next(host_only)
+        host_batch_s = (time.perf_counter() - begin) / args.steps
+        stream = input_pipeline.prefetch(batches(args.input_workers),
+                                         buffer_size=args.prefetch)
+        for _ in range(args.warmup):
+            state, metrics = run(state, parallel.to_global_batch(next(stream), mesh),
+                                 rngs.pop())
+        wait(state, metrics)
+        begin = time.perf_counter()
+        for _ in range(args.steps):
+            state, metrics = run(state, parallel.to_global_batch(next(stream), mesh),
+                                 rngs.pop())
+        wait(state, metrics)
+        fed_s = (time.perf_counter() - begin) / args.steps
     return dict(
-        source=f"synthetic_shapes, {args.input_examples} examples of "
-               f"{min(args.canvas, args.crop)}^2 generated once (kept in RAM)",
+        source=description, input_workers=args.input_workers,
         generate_s=generate_s, host_batch_ms=1e3 * host_batch_s,
         host_batches_per_s=1.0 / host_batch_s, fed_step_ms=1e3 * fed_s,
         resident_step_ms=1e3 * resident_s, fed_over_resident=fed_s / resident_s,
@@ -440,23 +485,33 @@ def build_torchvision_deeplab(depth: int, output_stride: int, num_classes: int,
     """
     import torchvision
     from torchvision.models import segmentation
-
-    if depth not in (50, 101):
-        raise ValueError(f"torchvision has DeepLabV3-ResNet 50 and 101, not {depth}")
-    if output_stride == 8:
-        constructor = getattr(segmentation, f"deeplabv3_resnet{depth}")
-        model = constructor(weights=None, weights_backbone=None, num_classes=num_classes,
-                            aux_loss=False)
-        return model, "torchvision constructor, ASPP rates (12, 24, 36)"
-    if output_stride != 16:
-        raise ValueError("the torchvision comparison covers output strides 8 and 16")
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead, DeepLabV3
 
-    resnet = getattr(torchvision.models, f"resnet{depth}")
-    backbone = resnet(weights=None, replace_stride_with_dilation=[False, False, True])
+    if output_stride not in (8, 16):
+        raise ValueError("the torchvision comparison covers output strides 8 and 16")
+    if depth in (50, 101):
+        if output_stride == 8:
+            constructor = getattr(segmentation, f"deeplabv3_resnet{depth}")
+            model = constructor(weights=None, weights_backbone=None, num_classes=num_classes,
+                                aux_loss=False)
+            return model, "torchvision constructor, ASPP rates (12, 24, 36)"
+        resnet = functools.partial(getattr(torchvision.models, f"resnet{depth}"), weights=None)
+    else:
+        # Our test depths (14, 26...), for the CPU check of this code path only: the same
+        # construction over torchvision's ResNet class with our units per block.
+        from deeplab_jax.models.resnet import UNITS_PER_BLOCK
+        from torchvision.models.resnet import Bottleneck, ResNet
+
+        if depth not in UNITS_PER_BLOCK:
+            raise ValueError(f"ResNet depth {depth} is not defined; use one of "
+                             f"{sorted(UNITS_PER_BLOCK)}")
+        resnet = functools.partial(ResNet, Bottleneck, list(UNITS_PER_BLOCK[depth]))
+    backbone = resnet(replace_stride_with_dilation=[False, output_stride == 8, True])
     backbone = IntermediateLayerGetter(backbone, return_layers={"layer4": "out"})
-    head = DeepLabHead(2048, num_classes)
+    head = DeepLabHead(2048, num_classes)  # ASPP (12, 24, 36): torchvision's OS8 rates
+    if output_stride == 8:
+        return DeepLabV3(backbone, head, None), "ASPP rates (12, 24, 36)"
     head[0] = ASPP(2048, list(os16_rates))
     return (DeepLabV3(backbone, head, None),
             f"replace_stride_with_dilation=[False, False, True], ASPP rates "
@@ -526,7 +581,7 @@ def run_torch(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     sync()
     pipelined_s = (time.perf_counter() - begin) / args.steps
     median = statistics.median(times)
-    loss = float(loss)
+    loss = float(loss.detach())
     return dict(
         framework="torch", setting=f"{setting.depth}/{setting.output_stride}/{setting.dtype}",
         depth=setting.depth, output_stride=setting.output_stride, dtype=setting.dtype,
@@ -672,12 +727,13 @@ def markdown(report: dict[str, Any]) -> str:
     if feeds:
         lines += ["", "## Fed through the host input path", "",
                   "| setting | resident ms/step | fed ms/step | fed/resident | host ms/batch "
-                  "(1 thread, no device) | input-bound? |", "| --- " * 6 + "|"]
+                  "(no device) | input-bound? | data |", "| --- " * 7 + "|"]
         for r in feeds:
             f = r["with_input"]
             lines.append(f"| {r['setting']} | {f['resident_step_ms']:.2f} | "
                          f"{f['fed_step_ms']:.2f} | {f['fed_over_resident']:.2f} | "
-                         f"{f['host_batch_ms']:.1f} | {'yes' if f['input_bound'] else 'no'} |")
+                         f"{f['host_batch_ms']:.1f} | {'yes' if f['input_bound'] else 'no'} | "
+                         f"{f['source']} |")
     lines += ["", "Notes:",
               "- ours: deeplab_jax DeepLabV3 (ResNet-v2, multi-grid (1,2,4), ASPP rates "
               "(6,12,18) at OS16, (12,24,36) at OS8), the package's train_step including the "

@@ -23,12 +23,13 @@ left() { echo $(( SLOT - ($(date +%s) - START) - ${1:-0} )); }
 
 if [[ "${TINY:-0}" == 1 ]]; then
   CONV_FLAGS=(--channels_in 64 --channels_out 16 --size 17 --batch 2 --warmup 1 --iters 3)
-  STEP_FLAGS=(--width 8 --aspp_channels 16 --crop 65 --batch 2 --warmup 1 --steps 3
-              --input_examples 4)
+  STEP_FLAGS=(--width 8 --aspp_channels 16 --crop 65 --batch 2 --warmup 1 --steps 3)
+  INPUT_FLAGS=(--canvas 513 --input_examples 4 --input_workers 2)
   BIG=26; SMALL=14
 else
   CONV_FLAGS=()
   STEP_FLAGS=()
+  INPUT_FLAGS=(--input_workers 8)  # configs/voc.py's data.num_workers
   BIG=101; SMALL=50
 fi
 
@@ -51,7 +52,7 @@ echo "== benchmark.py part $PART ($(left)s left)"
 if [[ "$PART" == 1 ]]; then
   echo "== benchmark.py --with_input ($(left)s left)"
   "$PY" experiments/gpu_speed/benchmark.py --settings "$BIG/16/bfloat16/xla" --frameworks jax \
-    --with_input "${STEP_FLAGS[@]}" --time_budget_s "$(left)" --job_estimate_s 45 \
+    --with_input "${STEP_FLAGS[@]}" "${INPUT_FLAGS[@]}" --time_budget_s "$(left)" --job_estimate_s 45 \
     --job_timeout_s "$(( $(left) > 10 ? $(left) : 10 ))" \
     --compilation_cache_dir "$CACHE" --output_dir "$OUT/with_input" 2>&1 \
     | tee "$OUT/with_input.log"
