@@ -11,6 +11,7 @@ CRC-32C, data, masked CRC-32C) around `Event` protos. A resumed run has one even
 process start, and its first event marks the step it resumed from (`RESUMED_FROM_TAG`): the
 points an earlier start logged after that step belong to work the checkpoint threw away, so
 they are dropped, and the curve shows exactly the steps that led to the final weights.
+Event files without that mark (`--mode=eval` runs) are left out.
 """
 from __future__ import annotations
 
@@ -89,7 +90,10 @@ def read_scalars(logdir: str) -> Scalars:
         if events:
             files.append((events[0].wall_time, path, events))
     files.sort(key=lambda item: item[:2])
-    events = [event for _, _, file_events in files for event in file_events
+    # Training starts mark themselves; an evaluation-only run (`--mode=eval`, perhaps at
+    # another output stride) does not, and its numbers are not points of this training.
+    training = [item for item in files if any(_is_start_marker(e) for e in item[2])]
+    events = [event for _, _, file_events in (training or files) for event in file_events
               if event.HasField("summary")]
     scalars: Scalars = {}
     for event in events:
@@ -105,13 +109,17 @@ def read_scalars(logdir: str) -> Scalars:
     return scalars
 
 
+def _is_start_marker(event: event_pb2.Event) -> bool:
+    return any(value.tag == RESUMED_FROM_TAG for value in event.summary.value)
+
+
 def plot_training_curve(path: str, scalars: Scalars, title: Optional[str] = None) -> None:
     """Two panels: training loss (and the learning rate) | validation mIoU (and pixel acc.)."""
     from matplotlib.figure import Figure
 
     from deeplab_jax.reports import save_figure
 
-    figure = Figure(figsize=(11.0, 4.0))
+    figure = Figure(figsize=(12.0, 4.2), layout="constrained")
     loss_axes, eval_axes = figure.subplots(1, 2)
 
     loss = sorted(scalars.get(LOSS_TAG, {}).items())

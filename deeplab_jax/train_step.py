@@ -164,8 +164,14 @@ def select_tree(condition: jax.Array, if_true: PyTree, if_false: PyTree) -> PyTr
 
 
 def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,
-                   batch_sharding: Any) -> Callable:
-    """Compiles `train_step` for `config` once, donating the old state's buffers."""
+                   batch_sharding: Any, *, donate_state: bool = True) -> Callable:
+    """Compiles `train_step` for `config` once, donating the old state's buffers.
+
+    Donation lets XLA write the new parameters, optimizer and BN state over the old ones,
+    so one copy of the state lives on the device instead of two; the caller must not touch
+    the state it passed in. `donate_state=False` exists to measure that lever
+    (experiments/gpu_speed/benchmark.py --no_donate).
+    """
     step = functools.partial(
         train_step,
         learning_rate_fn=create_learning_rate_schedule(config.optim, config.num_train_steps),
@@ -173,4 +179,5 @@ def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,
         ignore_label=config.data.ignore_label,
         augment_kwargs=augment_config_kwargs(config.data))
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding, None),
-                   out_shardings=(state_sharding, None), donate_argnums=0)
+                   out_shardings=(state_sharding, None),
+                   donate_argnums=0 if donate_state else ())

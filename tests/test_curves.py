@@ -51,6 +51,19 @@ def test_a_point_logged_again_replaces_the_earlier_one(tmp_path):
     assert curves.read_scalars(str(tmp_path))[curves.LOSS_TAG] == {10: 5.0, 20: 3.5}
 
 
+def test_evaluation_only_runs_are_not_points_of_the_training_curve(tmp_path):
+    _start(tmp_path, 0, [(10, 2.0), (20, 1.5)], [(20, 0.25)])
+    with MetricWriter(str(tmp_path)) as writer:  # --mode=eval at another stride: no marker
+        writer.write_scalars(20, {curves.MIOU_TAG: 0.75})
+    assert curves.read_scalars(str(tmp_path))[curves.MIOU_TAG] == {20: 0.25}
+    # A workdir from before the marker existed: every file counts.
+    for name in os.listdir(tmp_path):
+        os.remove(os.path.join(tmp_path, name))
+    with MetricWriter(str(tmp_path)) as writer:
+        writer.write_scalars(20, {curves.MIOU_TAG: 0.5})
+    assert curves.read_scalars(str(tmp_path))[curves.MIOU_TAG] == {20: 0.5}
+
+
 def test_a_truncated_or_corrupt_last_record_is_ignored(tmp_path, caplog):
     _start(tmp_path, 0, [(10, 2.0), (20, 1.5)])
     (path,) = [os.path.join(tmp_path, name) for name in os.listdir(tmp_path)]

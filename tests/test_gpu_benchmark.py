@@ -44,6 +44,9 @@ def test_training_step_benchmark_jax_half(tmp_path):
     assert ours["tflops_per_s"] == pytest.approx(
         ours["flops_per_step"] / ours["median_step_ms"] / 1e9)
     assert ours["peak_bytes"] is None  # CPU: memory_stats() is unavailable -> n/a
+    # The census of the compiled step: op counts and each distinct convolution window.
+    assert ours["hlo_ops"]["convolution"] > 0 and ours["hlo_ops"]["fusion"] > 0
+    assert "convolution size=7x7 stride=2x2 pad=3_3x3_3" in ours["conv_lowerings"]  # the stem
     feed = ours["with_input"]
     assert feed["fed_step_ms"] > 0 and feed["host_batch_ms"] > 0
     # Real files decoded on threads: VOC-sized JPEGs read by voc.VocFolder.

@@ -94,3 +94,18 @@ def test_metrics_are_sums_and_the_schedule_is_poly():
     assert 0 < float(metrics["valid_pixels"]) <= crop_pixels
     assert 0 <= float(metrics["correct_pixels"]) <= float(metrics["valid_pixels"])
     np.testing.assert_allclose(float(metrics["learning_rate"]), base, rtol=1e-6)
+
+
+def test_the_state_is_donated_unless_asked_not_to():
+    config = config_lib.resolve_config(tiny.get_config())
+    mesh = Mesh(np.asarray(jax.devices()[:1]), (parallel.DATA_AXIS,))
+    batch = parallel.to_global_batch(_batch(config), mesh)
+    state, step = _setup(config, mesh)
+    new_state, _ = step(state, batch, jax.random.key(0))
+    # Donated: the old buffers now hold the new state, so one copy lives on the device.
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state.params))
+    kept = train_step_lib.jit_train_step(config, parallel.replicated_sharding(mesh),
+                                         parallel.data_sharding(mesh), donate_state=False)
+    newer_state, _ = kept(new_state, batch, jax.random.key(1))
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(new_state.params))
+    assert int(newer_state.step) == int(new_state.step) + 1

@@ -39,13 +39,15 @@ that would not finish in time, in the order given, so one command fits a fixed s
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
-import importlib
+import importlib.util
 import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -139,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--with_input: decoding threads (configs/voc.py's "
                         "data.num_workers)")
     timing.add_argument("--prefetch", type=int, default=2, help="--with_input: host prefetch")
+    levers = parser.add_argument_group(
+        "levers (NOTES.md), each switched off to measure what it gives; XLA's own flags, "
+        "e.g. --xla_gpu_autotune_level=0, go in the XLA_FLAGS environment variable")
+    levers.add_argument("--no_donate", action="store_true",
+                        help="ours: do not donate the state's buffers to the step")
     timing.add_argument("--time_budget_s", type=float, default=None,
                         help="skip jobs that would end after this many seconds from the start")
     timing.add_argument("--job_timeout_s", type=float, default=420.0)
@@ -332,12 +339,14 @@ def run_jax(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     total_steps = args.warmup + 2 * args.steps + (args.steps + args.warmup
                                                   if args.with_input else 0)
     rngs = list(jax.random.split(jax.random.key(1), total_steps))
-    step = train_step_lib.jit_train_step(config, replicated, sharded)
+    step = train_step_lib.jit_train_step(config, replicated, sharded,
+                                         donate_state=not args.no_donate)
     start = time.perf_counter()
     compiled = step.lower(state, batch, rngs[0]).compile()
     compile_s = time.perf_counter() - start
     flops = xla_cost.flops(compiled)
     memory = xla_cost.memory(compiled)
+    census = hlo_census(compiled.as_text())
 
     def run(state, batch, rng):
         return compiled(state, batch, rng)
@@ -373,6 +382,7 @@ def run_jax(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
         images_per_s=args.batch / median, flops_per_step=flops,
         flops_source="XLA cost analysis of the compiled step",
         tflops_per_s=flops / median / 1e12 if flops else None,
+        hlo_ops=census["ops"], conv_lowerings=census["conv_lowerings"],
         model_flops_per_step=model_flops,
         model_flops_source="3 x forward conv+matmul FLOPs from the jaxpr, every tap counted",
         model_tflops_per_s=model_flops / median / 1e12,
@@ -385,6 +395,27 @@ def run_jax(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
         result["with_input"] = _feed_through_input_path(args, mesh, run, wait, state, rngs,
                                                         pipelined_s)
     return result
+
+
+_HLO_OPCODE = re.compile(r" = [^=]*?\b([a-z][a-z0-9-]*)\(")
+CENSUS_OPS = ("fusion", "convolution", "custom-call", "transpose", "copy", "all-reduce")
+
+
+def hlo_census(hlo_text: str) -> dict[str, Any]:
+    """What the compiled step is made of, for NOTES.md's levers: op counts and conv windows.
+
+    `ops` counts the instructions of the optimized module by opcode (fusions, convolutions
+    and cuDNN custom-calls, transposes and copies, which NHWC throughout should keep near
+    zero, all-reduces); `conv_lowerings` lists each distinct convolution's kind and window,
+    as atrous_conv.py reads them (a 3x3 window with rhs_dilate is native dilation).
+    """
+    ops = collections.Counter()
+    for line in hlo_text.splitlines():
+        match = _HLO_OPCODE.search(line)
+        if match and match.group(1) in CENSUS_OPS:
+            ops[match.group(1)] += 1
+    lowerings = _load_sibling("gpu_speed", "atrous_conv").conv_lowerings(hlo_text)
+    return {"ops": {op: ops.get(op, 0) for op in CENSUS_OPS}, "conv_lowerings": lowerings}
 
 
 def _input_source(args, folder: str):
@@ -691,6 +722,10 @@ def markdown(report: dict[str, Any]) -> str:
     if env["jax_backend"] == "cpu":
         lines += ["**CPU backend: these timings are correctness checks, not speed figures.**",
                   ""]
+    if report["args"].get("no_donate") or env.get("xla_flags"):
+        lines += ["**Levers changed for this run:** "
+                  + ("state not donated (--no_donate); " if report["args"].get("no_donate")
+                     else "") + f"XLA_FLAGS={env.get('xla_flags') or '(unset)'}", ""]
     lines += ["| model | OS | dtype | atrous impl | ours ms | ours img/s | ours peak GiB | "
               "ours TFLOP/step (XLA) | ours TFLOP/s (XLA) | ours % of 790 (XLA) | "
               "ours MFU % (model FLOPs) | theirs ms | theirs img/s | theirs peak GiB | "

@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # The GPU-speed measurements in one command that ends within 10 minutes of wall time.
 #
-#   bash experiments/gpu_speed/run_all.sh OUTPUT_DIR [1|2]
+#   bash experiments/gpu_speed/run_all.sh OUTPUT_DIR [1|2] [ARCHIVE.tgz]
 #
 # Part 1 (default): one atrous conv per impl, then training steps most important first
 # (R101 OS16 bf16 with each atrous impl, then R101 OS8, R50; torchvision right after ours
 # for each model/OS/dtype), then R101 OS16 bf16 fed through the host input path.
-# Part 2: what part 1 leaves out (float32; OS8 with the alternative impls).
+# Part 2: the levers of NOTES.md on R101 OS16 bf16 (state not donated; XLA autotuning off),
+# then what part 1 leaves out (float32; OS8 with the alternative impls).
 # Jobs that would not end inside the slot are skipped and listed as such in results.md.
+# ARCHIVE: OUTPUT_DIR packed into one .tgz when the script exits, however it exits (the
+# device returns at most 8 files; a part writes about a dozen).
 # TINY=1 runs the same plan at toy sizes (depth 14/26, crop 65, batch 2): the CPU check.
 set -uo pipefail
-OUT=${1:?usage: run_all.sh OUTPUT_DIR [1|2]}
+OUT=${1:?usage: run_all.sh OUTPUT_DIR [1|2] [ARCHIVE.tgz]}
 PART=${2:-1}
+ARCHIVE=${3:-}
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+if [[ -n "$ARCHIVE" ]]; then
+  mkdir -p "$(dirname "$ARCHIVE")"
+  ARCHIVE=$(cd "$(dirname "$ARCHIVE")" && pwd)/$(basename "$ARCHIVE")
+  trap 'tar czf "$ARCHIVE" -C "$(dirname "$OUT")" "$(basename "$OUT")" && echo "== packed $ARCHIVE"' EXIT
+fi
 START=$(date +%s)
 SLOT=${SLOT_S:-570}  # seconds; the device allows 600 per command
 CACHE=${JAX_CACHE_DIR:-/tmp/deeplab_gpu_speed_jax_cache}  # a rerun compiles from cache
@@ -33,28 +42,33 @@ else
   BIG=101; SMALL=50
 fi
 
+# One benchmark.py pass: NAME, then its flags. Output in $OUT/NAME/, log in $OUT/NAME.log.
+bench() {
+  local name=$1; shift
+  echo "== benchmark.py $name ($(left)s left)"
+  "$PY" experiments/gpu_speed/benchmark.py "${STEP_FLAGS[@]}" --compilation_cache_dir "$CACHE" \
+    --output_dir "$OUT/$name" "$@" 2>&1 | tee "$OUT/$name.log"
+}
+
 if [[ "$PART" == 1 ]]; then
   SETTINGS="$BIG/16/bfloat16/xla,$BIG/16/bfloat16/space_to_batch,$BIG/16/bfloat16/taps"
   SETTINGS+=",$BIG/8/bfloat16/xla,$SMALL/16/bfloat16/xla,$SMALL/8/bfloat16/xla"
   echo "== atrous_conv.py ($(left)s left)"
   timeout 150 "$PY" experiments/gpu_speed/atrous_conv.py "${CONV_FLAGS[@]}" \
     --output "$OUT/atrous_conv.json" 2>&1 | tee "$OUT/atrous_conv.log"
+  bench step_part1 --settings "$SETTINGS" --time_budget_s "$(left 70)" --job_timeout_s 300
+  bench with_input --settings "$BIG/16/bfloat16/xla" --frameworks jax --with_input \
+    "${INPUT_FLAGS[@]}" --time_budget_s "$(left)" --job_estimate_s 45 \
+    --job_timeout_s "$(( $(left) > 10 ? $(left) : 10 ))"
 else
+  # Each lever switched off on the headline setting; compare with part 1's row for it.
+  bench lever_no_donate --settings "$BIG/16/bfloat16/xla" --frameworks jax --no_donate \
+    --time_budget_s "$(left 300)" --job_estimate_s 90 --job_timeout_s 200
+  XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" \
+    bench lever_autotune_off --settings "$BIG/16/bfloat16/xla" --frameworks jax \
+    --time_budget_s "$(left 250)" --job_estimate_s 150 --job_timeout_s 200
   SETTINGS="$BIG/16/float32/xla,$BIG/8/float32/xla,$BIG/8/bfloat16/space_to_batch"
   SETTINGS+=",$BIG/8/bfloat16/taps,$SMALL/16/float32/xla,$SMALL/8/float32/xla"
-fi
-
-echo "== benchmark.py part $PART ($(left)s left)"
-"$PY" experiments/gpu_speed/benchmark.py --settings "$SETTINGS" "${STEP_FLAGS[@]}" \
-  --time_budget_s "$(left 70)" --job_timeout_s 300 --compilation_cache_dir "$CACHE" \
-  --output_dir "$OUT/step_part$PART" 2>&1 | tee "$OUT/step_part$PART.log"
-
-if [[ "$PART" == 1 ]]; then
-  echo "== benchmark.py --with_input ($(left)s left)"
-  "$PY" experiments/gpu_speed/benchmark.py --settings "$BIG/16/bfloat16/xla" --frameworks jax \
-    --with_input "${STEP_FLAGS[@]}" "${INPUT_FLAGS[@]}" --time_budget_s "$(left)" --job_estimate_s 45 \
-    --job_timeout_s "$(( $(left) > 10 ? $(left) : 10 ))" \
-    --compilation_cache_dir "$CACHE" --output_dir "$OUT/with_input" 2>&1 \
-    | tee "$OUT/with_input.log"
+  bench step_part2 --settings "$SETTINGS" --time_budget_s "$(left)" --job_timeout_s 300
 fi
 echo "== done in $(( $(date +%s) - START ))s; results under $OUT"
