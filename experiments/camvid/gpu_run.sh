@@ -19,7 +19,7 @@
 #
 # Everything runs under one deadline (DEADLINE_S, default 560 s from the start). If the run
 # would pass it, it gets SIGTERM, saves a checkpoint and stops with status 75; the archive
-# is still written, and the log says so. Rerunning the same command on the same machine
+# is still written, and the log says so. Rerunning with the same STEPS on the same machine
 # resumes it (the workdir is WORKDIR, outside OUTPUT_DIR).
 #
 # Settings (environment): PYTHON (python3), CAMVID_DIR (workdirs/camvid), WORKDIR
@@ -77,9 +77,11 @@ timeout --preserve-status --signal=TERM --kill-after=20 "$LIMIT" "$PY" -m deepla
 STATUS=${PIPESTATUS[0]}
 case $STATUS in
   0) echo "== finished" ;;
-  75) echo "== stopped at the deadline with a checkpoint (status 75): rerun this command to resume" ;;
+  75) echo "== stopped at the deadline with a checkpoint (status 75): rerun with STEPS=$STEPS" \
+          "on the same machine to resume" ;;
   *) echo "== the run failed with status $STATUS" ;;
 esac
+[[ -d "$WORK" ]] || { echo "no workdir $WORK to pack"; exit "$STATUS"; }
 cp "$WORK.log" "$WORK/train.log"
 tar czf "$OUT/camvid_run.tgz" --exclude=checkpoints -C "$(dirname "$WORK")" "$(basename "$WORK")"
 echo "== packed $OUT/camvid_run.tgz in $(( $(date +%s) - START ))s"
