@@ -134,7 +134,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         "correct_pixels": zero_if_skipped(correct.astype(jnp.float32)),
         "skipped_steps": 1.0 - finite.astype(jnp.float32),
         "weight_decay_loss": decay,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),  # L2 over every leaf (global_norm is deprecated)
         "learning_rate": learning_rate_fn(state.step),
     }
     return new_state, metrics
