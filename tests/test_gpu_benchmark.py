@@ -160,3 +160,20 @@ def test_torchvision_os16_variant():
     assert [tuple(f.shape[-2:]) for f in features] == [(9, 9), (5, 5)]
     with pytest.raises(ValueError, match="depth 18 is not defined"):
         benchmark.build_torchvision_deeplab(18, 16, 3)
+
+
+def test_work_per_step_counts(tmp_path):
+    work = _load("work_per_step")
+    [row] = work.main(["--settings", "14/16", "--crop", "33", "--batch", "2",
+                       "--num_classes", "3", "--output_dir", str(tmp_path)])
+    ours = row["ours"]
+    assert ours["params"] > 0 and ours["forward_flops_per_image"] > 0
+    assert ours["train_flops_per_step"] == 3 * 2 * ours["forward_flops_per_image"]
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        assert "theirs" not in row
+    else:  # torchvision's head adds a 3x3 256->256 conv: more work than ours, never less
+        assert row["theirs_over_ours_forward"] > 1.0
+        assert row["theirs"]["train_flops_per_step"] > row["theirs"]["forward_flops_per_image"]
+    assert "| R14 OS16 |" in (tmp_path / "results.md").read_text()
