@@ -17,10 +17,11 @@ small enough to learn from scratch, as FC-DenseNet103 does (66.9 test mIoU, Jego
 
 What it reaches (exact commands in experiments/camvid/README.md): on a 2-core CPU at a
 quarter of the resolution (image_scale=0.25, a depth-14 width-16 model, 5000 steps),
-0.4745 val mIoU in under 5 minutes at OS16 (0.5042 at OS8 in the output-stride grid). At full size on one GPU, the target is
->= 0.60 val mIoU in about 10 minutes of training, run by experiments/camvid/gpu_run.sh. That
-run has not been made yet (no GPU so far); the learning rate comes from a reduced-size CPU
-sweep, and the rest of the schedule is an untuned starting point.
+0.4745 val mIoU in about 3 minutes at OS16 (0.5042 at OS8 in the output-stride grid). At
+full size on one GPU, the target is >= 0.60 val mIoU in about 10 minutes of training, run by
+experiments/camvid/gpu_run.sh. That run has not been made yet (no GPU so far); the learning
+rate comes from a reduced-size CPU sweep, and the rest of the schedule is an untuned
+starting point.
 """
 from configs import voc
 
