@@ -184,12 +184,16 @@ def evaluation_name(split: str, step: int, *, output_stride: int, scales: Sequen
     return name + ("_flip" if flip else "")
 
 
-def write_metrics_json(workdir: str, name: str, record: dict[str, Any]) -> str:
-    """Writes WORKDIR/eval/NAME.json atomically; returns the path."""
-    path = os.path.join(workdir, "eval", f"{name}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def write_json(path: str, record: Any) -> str:
+    """Writes `record` to `path` atomically (the metrics here, train.py's timing record)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     temporary = path + ".tmp"
     with open(temporary, "w") as file:
         json.dump(record, file, indent=2)
     os.replace(temporary, path)  # Never leave a half-written file under the final name.
     return path
+
+
+def write_metrics_json(workdir: str, name: str, record: dict[str, Any]) -> str:
+    """Writes WORKDIR/eval/NAME.json atomically; returns the path."""
+    return write_json(os.path.join(workdir, "eval", f"{name}.json"), record)

@@ -39,7 +39,13 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int,
             "size": np.tile(np.array([height, width], np.int32), (batch_size, 1))}
 
 
-def _compiled_step(config, num_classes: int, batch_size: int, mesh: Mesh):
+def compile_train_step(config: ml_collections.ConfigDict, num_classes: int, batch_size: int,
+                       mesh: Mesh):
+    """`config`'s train step compiled at `batch_size`: (compiled, state, synthetic batch).
+
+    Compiling needs no accelerator of the kind the numbers are for: XLA's FLOPs and memory
+    plan of a full-size step can be read on CPU (experiments/gpu_session.md does).
+    """
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.batch_size = batch_size
     model = get_model(config.model, num_classes)
@@ -68,7 +74,7 @@ def profile_train_step(config: ml_collections.ConfigDict, num_classes: int, *,
     mesh = Mesh(np.asarray([device]), (parallel.DATA_AXIS,))
     batch_size = config.data.batch_size
     start = time.perf_counter()
-    compiled, state, batch = _compiled_step(config, num_classes, batch_size, mesh)
+    compiled, state, batch = compile_train_step(config, num_classes, batch_size, mesh)
     compile_s = time.perf_counter() - start
     flops, memory = xla_cost.flops(compiled), xla_cost.memory(compiled)
 
@@ -82,7 +88,7 @@ def profile_train_step(config: ml_collections.ConfigDict, num_classes: int, *,
             times.append(time.perf_counter() - begin)
     step_s = statistics.median(times)
 
-    doubled, _, _ = _compiled_step(config, num_classes, 2 * batch_size, mesh)
+    doubled, _, _ = compile_train_step(config, num_classes, 2 * batch_size, mesh)
     doubled_memory = xla_cost.memory(doubled)
     per_image = fixed = None
     if memory and doubled_memory:

@@ -363,9 +363,7 @@ def _record_timing(config: ml_collections.ConfigDict, workdir: str, initial_step
             logging.warning("%s is not a JSON list; moved it to %s.unreadable and started a "
                             "new one.", path, path)
     entries.append(entry)
-    with open(path + ".tmp", "w") as file:
-        json.dump(entries, file, indent=2)
-    os.replace(path + ".tmp", path)  # a kill mid-write never leaves a half file
+    evaluate.write_json(path, entries)
     logging.info("Trained steps %d-%d in %s wall time (%s compiling the first step, %s "
                  "evaluating): %s images/s; appended to %s.", initial_step,
                  config.num_train_steps, _format_duration(wall_seconds),

@@ -8,8 +8,10 @@ raises `ImageReadError` naming it; truncated files are never half-decoded
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -69,20 +71,28 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[Image.Image]:
+    """`Image.open(path)`; any error while it is open becomes `ImageReadError` naming `path`.
+
+    PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
+    EOFError, struct.error, DecompressionBombError...), so every exception is caught.
+    """
+    try:
+        with Image.open(path) as image:
+            yield image
+    except Exception as error:  # pylint: disable=broad-except
+        raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+
+
 def load_image(path: str) -> np.ndarray:
     """Reads `path` as uint8 [H, W, 3] RGB, EXIF orientation applied.
 
     Raises:
       ImageReadError: naming the file, if it is not a readable image.
     """
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            pixels = to_rgb_uint8(image)
-    except Exception as error:  # pylint: disable=broad-except
-        # PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
-        # EOFError, struct.error, DecompressionBombError...): all name the file here.
-        raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+    with _opened(path) as image:
+        pixels = to_rgb_uint8(ImageOps.exif_transpose(image))
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8 or not pixels.size:
         raise ImageReadError(f"Cannot read the image {path}: decoded to {pixels.dtype} "
                              f"{pixels.shape}, not a non-empty uint8 RGB image.")
@@ -91,14 +101,9 @@ def load_image(path: str) -> np.ndarray:
 
 def image_size(path: str) -> tuple[int, int]:
     """(height, width) of `path` as `load_image` returns it, from the header alone."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception as error:  # pylint: disable=broad-except
-        # PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
-        # EOFError, struct.error, DecompressionBombError...): all name the file here.
-        raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+    with _opened(path) as image:
+        width, height = image.size
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     # EXIF orientations 5-8 rotate by 90 degrees: exif_transpose swaps the sides.
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
@@ -111,11 +116,6 @@ def decodes_unchanged(path: str) -> bool:
     pixels is ~400 KB and slower to decode) and a reader decoding those bytes with PIL gets
     the same pixels.
     """
-    try:
-        with Image.open(path) as image:
-            return (image.format in ("JPEG", "PNG") and image.mode == "RGB"
-                    and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
-    except Exception as error:  # pylint: disable=broad-except
-        # PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
-        # EOFError, struct.error, DecompressionBombError...): all name the file here.
-        raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+    with _opened(path) as image:
+        return (image.format in ("JPEG", "PNG") and image.mode == "RGB"
+                and image.getexif().get(EXIF_ORIENTATION, 1) == 1)

@@ -19,6 +19,7 @@ are the trainable parameters, BN scale and offset included.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -29,6 +30,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 sys.path.insert(0, REPO_ROOT)
 
 
+@functools.lru_cache(maxsize=None)
 def _benchmark():
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark.py")
     spec = importlib.util.spec_from_file_location("gpu_speed_benchmark", path)
