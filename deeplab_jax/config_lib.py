@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.util
 import logging
 import math
 import os
@@ -30,18 +29,6 @@ from deeplab_jax.models.resnet import UNITS_PER_BLOCK, VALID_OUTPUT_STRIDES, str
 SCHEMA_CONFIGS = ("voc", "synthetic")
 
 
-def _config_module(name: str):
-    try:
-        return importlib.import_module(f"configs.{name}")
-    except ImportError:  # deeplab_jax imported from outside the repository root
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        spec = importlib.util.spec_from_file_location(
-            f"configs.{name}", os.path.join(root, "configs", f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-
 def _field_paths(tree: Any, prefix: str = "") -> Iterator[str]:
     items = tree.items() if hasattr(tree, "items") else ()
     for key, value in items:
@@ -55,7 +42,8 @@ def known_fields() -> set[str]:
     """Every field path ('model.depth', 'data.synthetic.image_size', ...) of the schema."""
     fields: set[str] = set()
     for name in SCHEMA_CONFIGS:
-        fields |= set(_field_paths(_config_module(name).get_config().to_dict()))
+        fields |= set(_field_paths(
+            importlib.import_module(f"configs.{name}").get_config().to_dict()))
     return fields
 
 

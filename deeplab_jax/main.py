@@ -28,7 +28,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import cli, preemption, train
+from deeplab_jax import train
+from deeplab_jax.reporting.command_line import start_command
+from deeplab_jax.training import preemption
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -52,7 +54,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    cli.start(argv)
+    start_command(argv)
     preemption.maybe_initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
         auto_detect=FLAGS.distributed,

@@ -20,15 +20,13 @@ import os
 import signal
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import numpy as np
+from absl import app
 
-import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
-
-from deeplab_jax import checkpoint, main, train  # noqa: E402
-from deeplab_jax import train_step as train_step_lib  # noqa: E402
-from deeplab_jax.data import datasets, input_pipeline  # noqa: E402
+from deeplab_jax import main
+from deeplab_jax.training import checkpoint
+from deeplab_jax.training import step as train_step_lib
+from deeplab_jax.data import datasets, input_pipeline
 
 _counts: dict[str, int] = {}
 
@@ -123,5 +121,4 @@ if __name__ == "__main__":
     _install_faults()
     if os.environ.get("DEEPLAB_RECORD_EXAMPLES"):
         _install_recorder(os.environ["DEEPLAB_RECORD_EXAMPLES"])
-    assert train.checkpoint is checkpoint and train.input_pipeline is input_pipeline
     app.run(main.main)

@@ -1,14 +1,14 @@
 """A small random dataset source for evaluation tests: odd sizes, 3 classes, ignore pixels."""
 import numpy as np
 
-from deeplab_jax import visualize
+from deeplab_jax.data import palettes
 
 NUM_CLASSES = 3
 
 
 class RandomSource:
     class_names = ("a", "b", "c")
-    palette = visualize.voc_palette()
+    palette = palettes.voc_palette()
     num_classes = NUM_CLASSES
 
     def __init__(self, num_examples, seed=0):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_jax import visualize
+from deeplab_jax.data import palettes
 from deeplab_jax.data import camvid, labels
 from deeplab_jax.data.rescale import RescaledSource
 
@@ -116,7 +116,7 @@ def test_void_becomes_255_and_other_values_kept(tmp_path):
     assert source.class_names == camvid.CLASS_NAMES and source.num_classes == 11
     assert source.ignore_label == 255
     np.testing.assert_array_equal(
-        source.palette, visualize.palette_from_colors([c for _, c in camvid.CLASSES]))
+        source.palette, palettes.palette_from_colors([c for _, c in camvid.CLASSES]))
     seen = set()
     for index, name in enumerate(PROJECT_SPLITS["train"]):
         example = source[index]

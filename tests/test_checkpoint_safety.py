@@ -8,8 +8,9 @@ import pytest
 from jax.sharding import Mesh
 
 from configs import tiny
-from deeplab_jax import checkpoint, config_lib, parallel
-from deeplab_jax import train_step as train_step_lib
+from deeplab_jax import config_lib, parallel
+from deeplab_jax.training import checkpoint
+from deeplab_jax.training import step as train_step_lib
 from deeplab_jax.models import get_model
 
 
@@ -63,7 +64,7 @@ def test_checkpoint_of_8_devices_restores_on_1_and_back(saved_on_8_devices, tmp_
     workdir, saved = saved_on_8_devices
     one = _mesh(1)
     manager = checkpoint.create_manager(workdir, read_only=True)
-    restored, step = checkpoint.restore(manager, _abstract(one))
+    restored, step, _ = checkpoint.restore(manager, _abstract(one))
     manager.close()
     assert step == 1
     assert {d for leaf in jax.tree.leaves(restored) for d in leaf.sharding.device_set} == {
@@ -74,7 +75,7 @@ def test_checkpoint_of_8_devices_restores_on_1_and_back(saved_on_8_devices, tmp_
     checkpoint.save(manager, 2, restored)
     manager.close()
     manager = checkpoint.create_manager(str(tmp_path), read_only=True)
-    on_eight, _ = checkpoint.restore(manager, _abstract(_mesh(8)))
+    on_eight, _, _ = checkpoint.restore(manager, _abstract(_mesh(8)))
     manager.close()
     assert len(jax.tree.leaves(on_eight)[0].sharding.device_set) == 8
     _assert_trees_equal(on_eight, saved)
@@ -129,7 +130,7 @@ def test_best_model_retention_never_deletes_the_latest(tmp_path):
     # The best (2) and the latest (4) survive; orbax's best_fn alone would keep only 2.
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
     manager = checkpoint.create_manager(str(tmp_path), read_only=True)
-    restored, step = checkpoint.restore(manager, _small_state(0))
+    restored, step, _ = checkpoint.restore(manager, _small_state(0))
     manager.close()
     assert step == 4 and int(restored["step"]) == 4
 

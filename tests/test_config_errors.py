@@ -6,7 +6,7 @@ import pytest
 
 from configs import tiny, voc
 from deeplab_jax import config_lib, train
-from deeplab_jax import train_step as train_step_lib
+from deeplab_jax.training import step as train_step_lib
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for deeplab_jax.curves: scalars read back from event files, resumes, the picture."""
+"""Tests for deeplab_jax.reporting.curves: scalars read back from event files, resumes, the picture."""
 from __future__ import annotations
 
 import os
@@ -9,16 +9,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_jax import curves
-from deeplab_jax.writer import MetricWriter
+from deeplab_jax.reporting import curves
+from deeplab_jax.reporting.writer import MetricWriter
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _start(logdir, start_step, losses, mious=()):
-    """One process start: the marker train.py writes, then losses and evaluations."""
+def _start(logdir, start_step, losses, mious=(), legacy_marker=False):
+    """One process start: the marker train.py writes, then losses and evaluations.
+
+    `legacy_marker`: the scalar that marked a start before SessionLog.START was used.
+    """
     with MetricWriter(str(logdir)) as writer:
-        writer.write_scalars(start_step, {curves.RESUMED_FROM_TAG: start_step}, log=False)
+        if legacy_marker:
+            writer.write_scalars(start_step, {curves.LEGACY_START_TAG: start_step}, log=False)
+        else:
+            writer.write_session_start(start_step)
         writer.write_text(start_step, "config", "ignored: not a scalar")
         for step, loss in losses:
             writer.write_scalars(step, {curves.LOSS_TAG: loss})
@@ -31,7 +37,7 @@ def test_scalars_round_trip(tmp_path):
     scalars = curves.read_scalars(str(tmp_path))
     assert scalars[curves.LOSS_TAG] == {10: 2.0, 20: 1.5}
     assert scalars[curves.MIOU_TAG] == {20: 0.25}
-    assert scalars[curves.RESUMED_FROM_TAG] == {0: 0.0}
+    assert curves.LEGACY_START_TAG not in scalars  # a start marker is not a chart
 
 
 def test_a_resume_drops_what_the_killed_start_logged_after_its_checkpoint(tmp_path):
@@ -43,6 +49,14 @@ def test_a_resume_drops_what_the_killed_start_logged_after_its_checkpoint(tmp_pa
     scalars = curves.read_scalars(str(tmp_path))
     assert scalars[curves.LOSS_TAG] == {10: 5.0, 20: 4.0, 30: 3.0, 45: 2.0, 60: 1.0}
     assert scalars[curves.MIOU_TAG] == {20: 0.125, 60: 0.5}
+
+
+def test_starts_marked_the_old_way_are_read_the_same(tmp_path):
+    _start(tmp_path, 0, [(10, 5.0), (20, 4.0), (30, 3.0), (40, 99.0)], legacy_marker=True)
+    _start(tmp_path, 30, [(45, 2.0)], legacy_marker=True)
+    scalars = curves.read_scalars(str(tmp_path))
+    assert scalars[curves.LOSS_TAG] == {10: 5.0, 20: 4.0, 30: 3.0, 45: 2.0}
+    assert curves.LEGACY_START_TAG not in scalars
 
 
 def test_a_point_logged_again_replaces_the_earlier_one(tmp_path):

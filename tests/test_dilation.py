@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deeplab_jax import dilation
+from deeplab_jax.analysis import dilation
 from deeplab_jax.models.deeplab import DeepLabV3
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, ResNetV2, strides_and_rates
 

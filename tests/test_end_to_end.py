@@ -2,13 +2,20 @@
 import json
 import os
 import shutil
+import signal
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
-from deeplab_jax import curves, train
+from deeplab_jax import train
+from deeplab_jax.evaluation import evaluate as evaluate_lib
+from deeplab_jax.reporting import curves
+from deeplab_jax.reporting.writer import MetricWriter
+from deeplab_jax.training import preemption
+from deeplab_jax.training.progress import TrainingProgress
 
 
 def _config(num_train_steps=4):
@@ -58,7 +65,11 @@ def test_run_writes_checkpoints_metrics_pictures_and_config(trained_workdir):
     assert scalars[curves.MIOU_TAG][4] == pytest.approx(results["miou"])
     (timing,) = json.load(open(os.path.join(workdir, "timing.json")))
     assert (timing["start_step"], timing["end_step"], timing["global_batch_size"]) == (0, 4, 8)
-    assert timing["images_per_second"] > 0 and timing["device_count"] == 8
+    assert timing["images_per_second"] > 0 and timing["machine"]["device_count"] == 8
+    # Every speed figure names its machine: CPU model and cores, JAX, XLA flags.
+    assert timing["machine"]["cpu"] and timing["machine"]["cpu_cores"] >= 1
+    assert timing["machine"]["jax"] == jax.__version__
+    assert "xla_force_host_platform_device_count=8" in timing["machine"]["xla_flags"]
     assert 0 < timing["first_step_seconds"] < timing["wall_seconds"]
     assert timing["train_seconds"] + timing["first_step_seconds"] + \
         timing["evaluation_seconds"] == pytest.approx(timing["wall_seconds"], abs=0.02)
@@ -149,8 +160,35 @@ def test_init_from_a_folder_without_checkpoints_is_refused(tmp_path):
 
 def test_an_unreadable_timing_record_is_kept_aside_not_overwritten(tmp_path):
     (tmp_path / "timing.json").write_text('{"not": "a list"}')
-    train._record_timing(_config(), str(tmp_path), 0, wall_seconds=10.0,
-                         first_step_seconds=4.0, evaluation_seconds=1.0)
+    progress = TrainingProgress(_config(), MetricWriter(None), start_step=0)
+    progress.started -= 10.0  # a 10 s run: 4 s compiling, 1 s evaluating
+    progress.first_step_seconds, progress.evaluation_seconds = 4.0, 1.0
+    progress.write_timing(str(tmp_path), 4)
     assert (tmp_path / "timing.json.unreadable").read_text() == '{"not": "a list"}'
     (entry,) = json.loads((tmp_path / "timing.json").read_text())
-    assert entry["train_seconds"] == 5.0 and entry["images_per_second"] == 3 * 8 / 5.0
+    assert entry["train_seconds"] == pytest.approx(5.0, abs=0.05)
+    assert entry["images_per_second"] == pytest.approx(3 * 8 / 5.0, rel=0.02)
+
+
+def test_sigterm_during_an_evaluation_is_acted_on_when_it_ends(tmp_path, monkeypatch):
+    """The evaluation in flight runs to its end and is written; the next step is saved as
+    the preemption checkpoint, and the run stops there."""
+    config = _config(num_train_steps=6)
+    config.checkpoint_every_steps = 100  # the only checkpoint is the preemption one
+    evaluate = evaluate_lib.evaluate
+    calls = []
+
+    def evaluate_during_a_sigterm(*args, **kwargs):
+        calls.append(len(calls))
+        if len(calls) == 1:  # the evaluation at step 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_lib, "evaluate", evaluate_during_a_sigterm)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(preemption.Preempted) as stopped:
+        train.train_and_evaluate(config, workdir)
+    assert stopped.value.step == 3 and calls == [0]
+    record = json.load(open(os.path.join(workdir, "eval", "val_step00000002_os8.json")))
+    assert record["num_images"] == 10  # the interrupted evaluation completed
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]

@@ -1,4 +1,5 @@
 """Evaluation: padding never counts, image count checked, multi-scale/flip averaging."""
+import functools
 import os
 
 import jax
@@ -6,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deeplab_jax import evaluate, parallel
+from deeplab_jax import parallel
+from deeplab_jax.evaluation import evaluate, outputs
 from deeplab_jax.data import input_pipeline
 from deeplab_jax.models.deeplab import DeepLabV3
 from random_source import NUM_CLASSES, RandomSource
@@ -26,8 +28,8 @@ def _run(model, variables, source, **kwargs):
     step = evaluate.make_eval_step(model, num_classes=NUM_CLASSES, ignore_label=255,
                                    scales=(1.0,), flip=False)
     batches = input_pipeline.eval_batches(source, global_batch_size=8, canvas_size=(16, 16))
-    return evaluate.evaluate(step, variables,
-                             (parallel.to_global_batch(b, mesh) for b in batches),
+    return evaluate.evaluate(step, variables, batches,
+                             to_device=functools.partial(parallel.to_global_batch, mesh=mesh),
                              num_classes=NUM_CLASSES, class_names=source.class_names, **kwargs)
 
 
@@ -79,14 +81,14 @@ def test_flip_averaging_is_flip_invariant(model_and_variables):
 
 
 def test_each_inference_setting_gets_its_own_file(tmp_path):
-    names = {evaluate.evaluation_name("val", 12, output_stride=os_, scales=scales, flip=flip)
+    names = {outputs.evaluation_name("val", 12, output_stride=os_, scales=scales, flip=flip)
              for os_ in (8, 16) for scales in ((1.0,), (0.5, 1.0, 1.75)) for flip in (0, 1)}
     assert len(names) == 8
-    assert evaluate.evaluation_name("val", 12, output_stride=16, scales=(1.0,),
+    assert outputs.evaluation_name("val", 12, output_stride=16, scales=(1.0,),
                                     flip=False) == "val_step00000012_os16"
-    assert evaluate.evaluation_name("val", 12, output_stride=8, scales=(0.5, 1.0, 1.75),
+    assert outputs.evaluation_name("val", 12, output_stride=8, scales=(0.5, 1.0, 1.75),
                                     flip=True) == "val_step00000012_os8_ms0.5-1-1.75_flip"
-    path = evaluate.write_metrics_json(str(tmp_path), "val_step00000012_os16",
+    path = outputs.write_metrics_json(str(tmp_path), "val_step00000012_os16",
                                        {"step": 12, "miou": 0.5})
     assert path == str(tmp_path / "eval" / "val_step00000012_os16.json")
     import json

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from deeplab_jax import preemption
+from deeplab_jax.training import preemption
 from deeplab_jax.data import input_pipeline
 from checkpoint_arrays import load_checkpoint_arrays
 

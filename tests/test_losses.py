@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deeplab_jax.losses import (
+from deeplab_jax.training.losses import (
     l2_weight_decay,
     mean_cross_entropy,
     softmax_cross_entropy_sum,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from deeplab_jax.metrics import confusion_matrix, metrics_from_confusion_matrix
+from deeplab_jax.evaluation.metrics import confusion_matrix, metrics_from_confusion_matrix
 
 IGNORE = 255
 NUM_CLASSES = 5

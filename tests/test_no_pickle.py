@@ -10,7 +10,7 @@ import re
 
 import jax.numpy as jnp
 
-from deeplab_jax import checkpoint
+from deeplab_jax.training import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE_DIRS = ("deeplab_jax", "configs")

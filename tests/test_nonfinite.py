@@ -14,7 +14,8 @@ import pytest
 
 from configs import tiny
 from deeplab_jax import train
-from deeplab_jax import train_step as train_step_lib
+from deeplab_jax.training import nonfinite
+from deeplab_jax.training import step as train_step_lib
 from deeplab_jax.data import input_pipeline
 from checkpoint_arrays import load_checkpoint_arrays
 
@@ -57,7 +58,7 @@ def poisoned_run(tmp_path_factory):
         try:
             train.train_and_evaluate(config, workdir)
             error = None
-        except train.NonFiniteTrainingError as raised:
+        except nonfinite.NonFiniteTrainingError as raised:
             error = raised
         finally:
             root.removeHandler(handler)
@@ -124,3 +125,20 @@ def test_all_finite_sees_nan_and_both_infinities_in_any_leaf():
         for key in ("a", "b", "big"):
             poisoned = {**tree, key: tree[key].at[1].set(bad)}
             assert not bool(check(poisoned)), (key, bad)
+
+
+def test_the_count_of_skips_in_a_row_survives_a_resume(tmp_path):
+    """Skips at steps 4 and 5, then the run ends with a checkpoint at 5 ("2 in a row"); the
+    resumed run skips step 6: three in a row across the restart, and it stops there."""
+    config = tiny.get_config()
+    config.num_train_steps = 5
+    config.eval_every_steps = 100
+    config.max_consecutive_nonfinite_steps = 3
+    workdir = str(tmp_path / "run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_step_lib, "train_step", _poison(train_step_lib.train_step))
+        train.train_and_evaluate(config, workdir)
+        config.num_train_steps = 8
+        with pytest.raises(nonfinite.NonFiniteTrainingError, match="^Steps 4-6: 3 consecutive"):
+            train.train_and_evaluate(config, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)[-1] == "5"

@@ -11,7 +11,12 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from deeplab_jax import evaluate, export, predict, train, visualize
+from deeplab_jax import train
+from deeplab_jax.evaluation import evaluate
+from deeplab_jax.inference import export, files, restore
+from deeplab_jax.inference import predictor as predictor_lib
+from deeplab_jax.data import palettes
+from deeplab_jax.reporting import visualize
 from deeplab_jax.data import datasets, image_io, synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +35,7 @@ def _config():
 def run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("predict") / "run")
     train.train_and_evaluate(_config(), workdir)
-    restored = predict.restore_model(_config(), workdir)
+    restored = restore.restore_model(_config(), workdir)
     return workdir, restored
 
 
@@ -70,7 +75,7 @@ def test_files_predicted_at_their_own_size_equal_the_model_on_the_image(run, tmp
     Image.fromarray(rgb).convert("L").save(inputs / "gray.png")  # 37 x 53, greyscale
     rgba = np.concatenate([_image(20, 31, 1), np.full((20, 31, 1), 9, np.uint8)], axis=-1)
     Image.fromarray(rgba, "RGBA").save(inputs / "rgba.png")  # 20 x 31, alpha dropped
-    records = predict.predict(_config(), workdir, str(inputs), str(tmp_path / "out"),
+    records = files.predict(_config(), workdir, str(inputs), str(tmp_path / "out"),
                               progress=False)
     assert [r["name"] for r in records] == ["gray", "rgba"]
 
@@ -93,7 +98,7 @@ def test_files_predicted_at_their_own_size_equal_the_model_on_the_image(run, tmp
 def test_padding_is_the_mean_pixel_not_zero(run):
     _, restored = run
     image = _image(20, 31, 2)
-    labels = predict.Predictor.from_restored(restored).predict([image])[0]
+    labels = predictor_lib.Predictor.from_restored(restored).predict([image])[0]
     canvas = np.zeros((1, 33, 33, 3), np.uint8)
     canvas[0, :20, :31] = image
     zero_padded = np.asarray(jnp.argmax(restored.model.apply(
@@ -106,7 +111,7 @@ def test_padding_is_the_mean_pixel_not_zero(run):
 def test_multi_scale_and_flip_go_through_predict_probabilities(run):
     _, restored = run
     image = _image(37, 53, 3)
-    predictor = predict.Predictor(restored.model, restored.variables, scales=(0.5, 1.0),
+    predictor = predictor_lib.Predictor(restored.model, restored.variables, scales=(0.5, 1.0),
                                   flip=True)
     expected, gap = _direct(restored, image, (65, 65), scales=(0.5, 1.0), flip=True)
     _assert_same_labels(predictor.predict([image])[0], expected, gap)
@@ -114,14 +119,14 @@ def test_multi_scale_and_flip_go_through_predict_probabilities(run):
 
 def test_one_compilation_per_padded_size_and_batches_keep_the_order(run):
     _, restored = run
-    predictor = predict.Predictor.from_restored(restored, batch_size=2)
+    predictor = predictor_lib.Predictor.from_restored(restored, batch_size=2)
     images = [_image(20, 31, 4), _image(37, 53, 5), _image(33, 17, 6), _image(25, 30, 7),
               _image(9, 12, 8)]
     labels = predictor.predict(images)
     assert [l.shape for l in labels] == [image.shape[:2] for image in images]
     assert predictor._fn._cache_size() == 2  # 33x33 (4 images, 2 batches) and 65x65
     for image, label in zip(images, labels):
-        alone = predict.Predictor.from_restored(restored, batch_size=1).predict([image])[0]
+        alone = predictor_lib.Predictor.from_restored(restored, batch_size=1).predict([image])[0]
         expected, gap = _direct(restored, image, predictor.padded_shape(*image.shape[:2]))
         _assert_same_labels(label, expected, gap)
         _assert_same_labels(alone, expected, gap)
@@ -135,29 +140,29 @@ def test_the_training_run_wrote_the_evaluation_report(run):
 
 
 def test_bucket_sizes():
-    assert [predict.bucket_size(s) for s in (1, 20, 33, 34, 53, 65, 66, 513)] == [
+    assert [predictor_lib.bucket_size(s) for s in (1, 20, 33, 34, 53, 65, 66, 513)] == [
         33, 33, 33, 65, 65, 65, 97, 513]
 
 
 def test_indexed_png_decodes_to_the_same_indices(tmp_path):
     labels = np.random.default_rng(0).integers(0, 5, (23, 41)).astype(np.uint8)
     image = np.random.default_rng(1).integers(0, 256, (23, 41, 3)).astype(np.uint8)
-    palette = visualize.voc_palette()
-    paths = predict.write_prediction(str(tmp_path), "x", image, labels,
+    palette = palettes.voc_palette()
+    paths = files.write_prediction(str(tmp_path), "x", image, labels,
                                      synthetic.CLASS_NAMES, palette)
     assert Image.open(paths["label"]).mode == "P"
     np.testing.assert_array_equal(visualize.load_indexed_png(paths["label"]), labels)
 
 
 def test_legend_lists_the_classes_present_in_their_colours():
-    palette = visualize.palette_from_colors([(0, 0, 0), (250, 0, 0), (0, 0, 250)])
+    palette = palettes.palette_from_colors([(0, 0, 0), (250, 0, 0), (0, 0, 250)])
     image = np.full((60, 80, 3), 200, np.uint8)
-    with_two = predict.add_legend(image, [0, 2], ("bg", "red", "blue"), palette)
+    with_two = files.add_legend(image, [0, 2], ("bg", "red", "blue"), palette)
     np.testing.assert_array_equal(with_two[:60, :80], image)
     legend = with_two[:, 80:].reshape(-1, 3)
     colours = {tuple(c) for c in legend}
     assert (0, 0, 250) in colours and (250, 0, 0) not in colours
-    with_one = predict.add_legend(image, [0], ("bg", "red", "blue"), palette)
+    with_one = files.add_legend(image, [0], ("bg", "red", "blue"), palette)
     assert (250, 0, 0) not in {tuple(c) for c in with_one[:, 80:].reshape(-1, 3)}
 
 
@@ -172,13 +177,13 @@ def test_folder_and_glob_inputs(run, tmp_path):
     _write_images(tmp_path / "photos", ["a.png", "b.jpg", "c.PNG"])
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
     _write_images(tmp_path / "photos" / "sub", ["d.png"])
-    folder = predict.predict(_config(), workdir, str(tmp_path / "photos"),
+    folder = files.predict(_config(), workdir, str(tmp_path / "photos"),
                              str(tmp_path / "out_folder"), progress=False)
     assert [r["name"] for r in folder] == ["a", "b", "c"]  # not recursive, images only
     assert sorted(os.listdir(tmp_path / "out_folder")) == sorted(
         f"{n}{s}" for n in "abc" for s in (".png", "_color.png", "_overlay.png"))
     pattern = str(tmp_path / "photos" / "**" / "*.png")
-    matched = predict.predict(_config(), workdir, pattern, str(tmp_path / "out_glob"),
+    matched = files.predict(_config(), workdir, pattern, str(tmp_path / "out_glob"),
                               progress=False)
     assert sorted(r["name"] for r in matched) == ["a", "d"]
     np.testing.assert_array_equal(
@@ -191,7 +196,7 @@ def test_unreadable_file_is_named(run, tmp_path):
     _write_images(tmp_path / "in", ["good.png"])
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
     with pytest.raises(image_io.ImageReadError, match="broken.png"):
-        predict.predict(_config(), workdir, str(tmp_path / "in"), str(tmp_path / "out"),
+        files.predict(_config(), workdir, str(tmp_path / "in"), str(tmp_path / "out"),
                         progress=False)
     with pytest.raises(FileNotFoundError, match="no such file"):
         image_io.find_images(str(tmp_path / "missing" / "*.png"))
@@ -201,9 +206,9 @@ def test_outputs_never_overwrite_inputs_and_stems_that_clash_get_extensions(run,
     workdir, _ = run
     _write_images(tmp_path, ["a.png"])
     with pytest.raises(ValueError, match="overwrite an input"):
-        predict.predict(_config(), workdir, str(tmp_path / "a.png"), str(tmp_path),
+        files.predict(_config(), workdir, str(tmp_path / "a.png"), str(tmp_path),
                         progress=False)
-    assert predict.output_names(["x/a.jpg", "x/a.png", "y/b.png", "z/b.png"]) == [
+    assert files.output_names(["x/a.jpg", "x/a.png", "y/b.png", "z/b.png"]) == [
         "a_jpg", "a_png", "b_png", "b_png_1"]
 
 
@@ -230,7 +235,7 @@ def test_image_modes_and_exif_orientation(tmp_path):
 
 def test_no_checkpoint_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="No checkpoint in"):
-        predict.restore_model(_config(), str(tmp_path / "nothing"))
+        restore.restore_model(_config(), str(tmp_path / "nothing"))
 
 
 def test_dataset_info_without_loading_data():
@@ -240,7 +245,7 @@ def test_dataset_info_without_loading_data():
     config.data.name = "voc"
     voc = datasets.dataset_info(config.data)
     assert voc["num_classes"] == 21 and voc["class_names"][15] == "person"
-    np.testing.assert_array_equal(voc["palette"], visualize.voc_palette())
+    np.testing.assert_array_equal(voc["palette"], palettes.voc_palette())
     config.data.name = "camvid"
     camvid = datasets.dataset_info(config.data)
     assert camvid["num_classes"] == 11 and camvid["class_names"][3] == "Road"
@@ -254,7 +259,7 @@ def test_export_round_trip_equals_in_framework_predictions(run, tmp_path):
     path = export.save_exported(str(tmp_path / "model.jaxexport"), exported, info)
     loaded = export.load_exported(path)
     images = np.stack([_image(33, 33, 10), _image(33, 33, 11)])
-    predictor = predict.Predictor.from_restored(restored)
+    predictor = predictor_lib.Predictor.from_restored(restored)
     expected = predictor.predict(list(images))
     for image, label in zip(images, loaded(images)):  # a batch of 2: the batch is symbolic
         reference, gap = _direct(restored, image, (33, 33))
@@ -267,7 +272,7 @@ def test_export_round_trip_equals_in_framework_predictions(run, tmp_path):
     np.testing.assert_array_equal(np.asarray(plain.call(images)), loaded(images))
     sidecar = json.load(open(path + ".json"))
     assert sidecar["class_names"] == list(synthetic.CLASS_NAMES)
-    assert sidecar["palette"] == visualize.voc_palette()[:5].tolist()
+    assert sidecar["palette"] == palettes.voc_palette()[:5].tolist()
     assert sidecar["input"]["shape"] == ["batch", 33, 33, 3]
     assert sidecar["input"]["dtype"] == "uint8" and sidecar["input"]["range"] == [0, 255]
     assert "cpu" in sidecar["platforms"]

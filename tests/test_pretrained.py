@@ -26,7 +26,9 @@ from tensorflow.python.framework import ops as tf_ops
 from tf_slim.nets import resnet_utils, resnet_v2
 
 from configs import tiny
-from deeplab_jax import pretrained, train
+from deeplab_jax import train
+from deeplab_jax.models import pretrained
+from deeplab_jax.training import step as train_step_lib
 from deeplab_jax.models import deeplab as deeplab_lib
 from deeplab_jax.models import get_model
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, ResNetV2, strides_and_rates
@@ -390,7 +392,8 @@ def test_unsafe_tar_members_are_refused(tmp_path, member):
 
 def test_npz_round_trip_equals_the_direct_load(slim_reference, tmp_path):
     destination = str(tmp_path / "r26.npz")
-    pretrained.main(["convert", slim_reference["prefix"], destination, f"--depth={DEPTH}"])
+    pretrained.run_command(["pretrained", "convert", slim_reference["prefix"], destination,
+                            f"--depth={DEPTH}"])
     with np.load(destination, allow_pickle=False) as data:
         metadata = json.loads(str(data[pretrained.METADATA_KEY]))
         assert "params/block1/unit02/conv2/kernel" in data.files
@@ -465,7 +468,7 @@ def _state_at_first_step(config, workdir, monkeypatch):
             raise _FirstStep(state)
         return step
 
-    monkeypatch.setattr(train.train_step_lib, "jit_train_step", jit_train_step)
+    monkeypatch.setattr(train_step_lib, "jit_train_step", jit_train_step)
     with pytest.raises(_FirstStep) as stop:
         train.train_and_evaluate(config, workdir)
     return stop.value.state

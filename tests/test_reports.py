@@ -1,11 +1,15 @@
 """Evaluation reports: per-image mIoU, best/worst selection, the three report pictures."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_jax import evaluate, parallel, reports
+from deeplab_jax import parallel
+from deeplab_jax.evaluation import evaluate, per_image
+from deeplab_jax.reporting import figures
 from deeplab_jax.data import input_pipeline
 from deeplab_jax.models.deeplab import DeepLabV3
 from random_source import NUM_CLASSES, RandomSource
@@ -16,24 +20,24 @@ def test_per_image_miou_follows_the_dataset_convention():
     confusions[0] = [[4, 0, 0], [0, 0, 0], [0, 0, 0]]  # one class, all right: 1
     confusions[1] = [[2, 2, 0], [0, 0, 0], [0, 0, 0]]  # class 1 predicted, absent: (0.5 + 0) / 2
     # confusions[2]: no valid pixel: undefined.
-    miou = reports.per_image_miou(confusions)
+    miou = per_image.per_image_miou(confusions)
     np.testing.assert_allclose(miou[:2], [1.0, 0.25])
     assert np.isnan(miou[2])
 
 
 def test_select_best_worst_on_a_hand_built_case():
     scores = [0.5, np.nan, 0.1, 0.9, 0.1, 0.7, 0.3]
-    worst, best = reports.select_best_worst(scores, 3)
+    worst, best = per_image.select_best_worst(scores, 3)
     assert worst == [2, 4, 6]  # lowest first; the tie goes to the earlier image; NaN left out
     assert best == [3, 5, 0]
-    assert reports.select_best_worst(scores, 0) == ([], [])
-    assert reports.select_best_worst([np.nan], 2) == ([], [])
-    assert reports.select_best_worst([0.2, 0.8], 5) == ([0, 1], [1, 0])
+    assert per_image.select_best_worst(scores, 0) == ([], [])
+    assert per_image.select_best_worst([np.nan], 2) == ([], [])
+    assert per_image.select_best_worst([0.2, 0.8], 5) == ([0, 1], [1, 0])
 
 
 def test_running_best_worst_equals_the_selection_over_the_whole_split():
     rng = np.random.default_rng(0)
-    stats = reports.PerImageStats(num_examples=3)
+    stats = per_image.PerImageStats(num_examples=3)
     all_confusions, fetched = [], []
     for batch in range(6):
         confusions = rng.integers(0, 5, (4, NUM_CLASSES, NUM_CLASSES))
@@ -50,9 +54,9 @@ def test_running_best_worst_equals_the_selection_over_the_whole_split():
                     for key in ("image", "label", "prediction")}
 
         stats.add_batch(confusions, fetch)
-    scores = reports.per_image_miou(np.stack(all_confusions))
+    scores = per_image.per_image_miou(np.stack(all_confusions))
     np.testing.assert_array_equal(stats.miou, scores)
-    worst, best = reports.select_best_worst(scores, 3)
+    worst, best = per_image.select_best_worst(scores, 3)
     assert [index for _, index, _ in stats.worst] == worst
     assert [index for _, index, _ in stats.best] == best
     for score, index, example in stats.worst + stats.best:
@@ -70,9 +74,10 @@ def evaluated():
                                    scales=(1.0,), flip=False)
     batches = input_pipeline.eval_batches(source, global_batch_size=8, canvas_size=(16, 16))
     mesh = parallel.make_mesh()
-    stats = reports.PerImageStats(num_examples=2)
-    results, _ = evaluate.evaluate(step, variables,
-                                   (parallel.to_global_batch(b, mesh) for b in batches),
+    stats = per_image.PerImageStats(num_examples=2)
+    results, _ = evaluate.evaluate(step, variables, batches,
+                                   to_device=functools.partial(parallel.to_global_batch,
+                                                               mesh=mesh),
                                    num_classes=NUM_CLASSES, expected_num_images=11,
                                    class_names=source.class_names, per_image=stats)
     return model, variables, source, results, stats
@@ -91,9 +96,9 @@ def test_evaluate_keeps_each_images_miou_and_the_worst_and_best(evaluated):
         confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
         np.add.at(confusion, (example["label"][valid], prediction[valid]), 1)
         expected.append(confusion)
-    np.testing.assert_allclose(stats.miou, reports.per_image_miou(np.stack(expected)))
+    np.testing.assert_allclose(stats.miou, per_image.per_image_miou(np.stack(expected)))
     np.testing.assert_array_equal(stats.confusion, np.sum(expected, axis=0))
-    worst, best = reports.select_best_worst(stats.miou, 2)
+    worst, best = per_image.select_best_worst(stats.miou, 2)
     assert [i for _, i, _ in stats.worst] == worst and [i for _, i, _ in stats.best] == best
     for _, index, example in stats.worst + stats.best:
         height, width = source[index]["label"].shape
@@ -104,7 +109,7 @@ def test_evaluate_keeps_each_images_miou_and_the_worst_and_best(evaluated):
 
 def test_report_pictures_are_written(evaluated, tmp_path):
     _, _, source, results, stats = evaluated
-    written = reports.write_evaluation_report(str(tmp_path), "val_step00000004_os8", results,
+    written = figures.write_evaluation_report(str(tmp_path), "val_step00000004_os8", results,
                                               stats, source.class_names, source.palette)
     assert written == {kind: str(tmp_path / "eval" / f"val_step00000004_os8_{kind}.png")
                        for kind in ("confusion", "iou", "best_worst")}
@@ -113,5 +118,5 @@ def test_report_pictures_are_written(evaluated, tmp_path):
             assert image.format == "PNG" and min(image.size) > 100
     grid = np.asarray(Image.open(written["best_worst"]).convert("RGB"))
     # The four kept examples' ground truths appear, each enlarged to at least 128 pixels.
-    assert grid.shape[0] > 4 * reports.MIN_TILE
+    assert grid.shape[0] > 4 * figures.MIN_TILE
 

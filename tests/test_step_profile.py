@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from configs import synthetic, tiny
-from deeplab_jax import config_lib, step_profile
+from deeplab_jax import config_lib
+from deeplab_jax.analysis import step_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

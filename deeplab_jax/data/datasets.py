@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from deeplab_jax.data import camvid, synthetic, voc
+from deeplab_jax.data import camvid, palettes, synthetic, voc
 from deeplab_jax.data.rescale import RescaledSource
 
 REAL_DATASETS = {"voc": voc, "camvid": camvid}
@@ -78,12 +78,10 @@ def dataset_info(data_config: ml_collections.ConfigDict) -> dict:
       {'class_names': tuple of K names, 'num_classes': K, 'palette': uint8 [256, 3],
       'ignore_label': int}.
     """
-    from deeplab_jax import visualize  # numpy and PIL only
-
     if data_config.name == "synthetic_shapes":
         names, palette = synthetic.CLASS_NAMES, synthetic.SyntheticShapes.palette
     elif data_config.name == "voc":
-        names, palette = voc.CLASS_NAMES, visualize.voc_palette()
+        names, palette = voc.CLASS_NAMES, palettes.voc_palette()
     elif data_config.name == "camvid":
         names, palette = camvid.CLASS_NAMES, camvid.PALETTE
     else:

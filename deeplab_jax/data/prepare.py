@@ -8,7 +8,7 @@ Then train with the same --config.data.tfds_data_dir (default: ~/tensorflow_data
 """
 from absl import app, flags
 
-from deeplab_jax import cli
+from deeplab_jax.reporting.command_line import start_command
 from deeplab_jax.data import tfds_source
 
 FLAGS = flags.FLAGS
@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["dataset"])
 
 
 def main(argv):
-    cli.start(argv)
+    start_command(argv)
     builder = tfds_source.load_builder(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir)
     splits = {name: split.num_examples for name, split in builder.info.splits.items()}
     print(f"{builder.name} {builder.version} is ready in {builder.data_dir}: {splits}")

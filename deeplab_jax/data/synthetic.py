@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeplab_jax import visualize
+from deeplab_jax.data import palettes
 
 CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -153,7 +153,7 @@ class SyntheticShapes:
     class_names = CLASS_NAMES
     num_classes = NUM_CLASSES
     ignore_label = IGNORE_LABEL
-    palette = visualize.voc_palette()
+    palette = palettes.voc_palette()
 
     def __init__(self, split: str, num_examples: int, image_size: int = 57,
                  max_shapes: int = 3, max_rotation: float = 0.0):

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import scipy.io
 
-from deeplab_jax import visualize
+from deeplab_jax.data import palettes
 from deeplab_jax.data import image_io, labels
 
 CLASS_NAMES = (
@@ -235,7 +235,7 @@ class VocFolder:
             _require(_sbd_dir(self.sbd_root), SBD_ARCHIVE, SBD_URL, "benchmark_RELEASE")
         self.root = root
         self.split = split
-        self.palette = visualize.voc_palette()
+        self.palette = palettes.voc_palette()
         self.ids: Sequence[str] = tuple(split_ids(root, split, self.sbd_root))
 
     def __len__(self) -> int:

@@ -16,89 +16,70 @@ rhs_dilate=r is the rewrite openxla/xla PR 32231 describes.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
+import types
 from typing import Any, Sequence
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from absl import flags
 
-from deeplab_jax import xla_cost  # noqa: E402
-from deeplab_jax.models.atrous import ATROUS_IMPLS, atrous_conv  # noqa: E402
+from deeplab_jax.analysis import xla_cost
+from deeplab_jax.analysis.hlo import conv_lowerings
+from deeplab_jax.models.atrous import ATROUS_IMPLS, atrous_conv
+from deeplab_jax.reporting.command_line import parse_flags
+
+PROGRAM = "python experiments/gpu_speed/atrous_conv.py"
 
 DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
 PEAK_TFLOPS = 790.0  # measured dense bf16 on the H200 (shared/notes/performance.md)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+def define_flags(fv: flags.FlagValues) -> None:
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("channels_in", 2048, "Input channels.", **d)
+    flags.DEFINE_integer("channels_out", 256, "Output channels.", **d)
+    flags.DEFINE_integer("size", 33, "H = W of the feature map.", **d)
+    flags.DEFINE_integer("batch", 16, "Batch.", **d)
+    flags.DEFINE_enum("dtype", "bfloat16", sorted(DTYPES), "Compute dtype.", **d)
+    flags.DEFINE_list("rates", ["1", "2", "6", "12", "18"], "Atrous rates.", **d)
+    flags.DEFINE_multi_enum("impls", list(ATROUS_IMPLS), list(ATROUS_IMPLS),
+                            "Implementations (repeat the flag, or a comma list).", **d)
+    flags.DEFINE_multi_enum("modes", ["forward", "forward_backward"],
+                            ["forward", "forward_backward"], "What to time.", **d)
+    flags.DEFINE_integer("warmup", 3, "Warm-up calls.", **d)
+    flags.DEFINE_integer("iters", 20, "Timed calls.", **d)
+    flags.DEFINE_bool("check", True, "Check every impl's output against the first's "
+                      "(relative max error).", **d)
+    flags.DEFINE_string("output", None, "JSON file to write (and a .md beside it).", **d)
 
 
-def _strs(text: str) -> list[str]:
-    return [v for v in text.split(",") if v]
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--channels_in", type=int, default=2048)
-    parser.add_argument("--channels_out", type=int, default=256)
-    parser.add_argument("--size", type=int, default=33, help="H = W of the feature map")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    parser.add_argument("--rates", type=_ints, default=[1, 2, 6, 12, 18])
-    parser.add_argument("--impls", type=_strs, default=list(ATROUS_IMPLS))
-    parser.add_argument("--modes", type=_strs, default=["forward", "forward_backward"])
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                        help="check every impl's output against 'xla' (rel. max error)")
-    parser.add_argument("--output", default=None, help="JSON file to write")
-    args = parser.parse_args(argv)
-    for impl in args.impls:
-        if impl not in ATROUS_IMPLS:
-            parser.error(f"--impls: {impl!r} is not one of {ATROUS_IMPLS}")
-    for mode in args.modes:
-        if mode not in ("forward", "forward_backward"):
-            parser.error(f"--modes: {mode!r} is not 'forward' or 'forward_backward'")
+def parse_args(argv: Sequence[str]) -> types.SimpleNamespace:
+    fv = parse_flags(define_flags, _split_lists(argv), PROGRAM)
+    args = types.SimpleNamespace(**{flag.name: flag.value
+                                    for flag in fv.get_flags_for_module(__name__)})
+    args.rates = [int(rate) for rate in args.rates]
     return args
 
 
-_CONV_LINE = re.compile(r"(convolution\(|custom-call\()")
-_WINDOW = re.compile(r"window=\{([^}]*)\}")
-_TARGET = re.compile(r'custom_call_target="([^"]+)"')
-
-
-def conv_lowerings(hlo_text: str) -> list[str]:
-    """The distinct convolutions of an optimized HLO module: kind and window.
-
-    On GPU a cuDNN convolution is a custom-call with target `__cudnn$conv...`; its window
-    shows the kernel size and any rhs_dilate it kept.
-    """
-    found = []
-    for line in hlo_text.splitlines():
-        if not _CONV_LINE.search(line):
-            continue
-        window = _WINDOW.search(line)
-        if window is None:
-            continue
-        target = _TARGET.search(line)
-        kind = target.group(1) if target else "convolution"
-        entry = f"{kind} {window.group(1)}"
-        if entry not in found:
-            found.append(entry)
-    return found
+def _split_lists(argv: Sequence[str]) -> list[str]:
+    """'--impls=xla,taps' -> '--impls=xla', '--impls=taps' (absl's multi flags repeat)."""
+    out = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        if equals and name in ("--impls", "--modes"):
+            out += [f"{name}={item}" for item in value.split(",") if item]
+        else:
+            out.append(arg)
+    return out
 
 
 def _time_calls(fn, args, warmup: int, iters: int) -> list[float]:
@@ -112,7 +93,7 @@ def _time_calls(fn, args, warmup: int, iters: int) -> list[float]:
     return times
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def benchmark(args: types.SimpleNamespace) -> dict[str, Any]:
     dtype = DTYPES[args.dtype]
     kx, kk, kg = jax.random.split(jax.random.key(0), 3)
     shape = (args.batch, args.size, args.size, args.channels_in)
@@ -189,7 +170,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str]) -> dict[str, Any]:
     args = parse_args(argv)
     print(f"JAX {jax.__version__} on {jax.default_backend()} "
           f"({getattr(jax.devices()[0], 'device_kind', '?')})", flush=True)
@@ -209,4 +190,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

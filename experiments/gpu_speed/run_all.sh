@@ -32,7 +32,7 @@ left() { echo $(( SLOT - ($(date +%s) - START) - ${1:-0} )); }
 
 if [[ "${TINY:-0}" == 1 ]]; then
   CONV_FLAGS=(--channels_in 64 --channels_out 16 --size 17 --batch 2 --warmup 1 --iters 3)
-  STEP_FLAGS=(--width 8 --aspp_channels 16 --crop 65 --batch 2 --warmup 1 --steps 3)
+  STEP_FLAGS=(--width 8 --aspp_channels 16 --atrous_rates 1,2,3 --crop 65 --batch 2 --warmup 1 --steps 3)
   INPUT_FLAGS=(--canvas 513 --input_examples 4 --input_workers 2)
   BIG=26; SMALL=14
 else
@@ -42,11 +42,11 @@ else
   BIG=101; SMALL=50
 fi
 
-# One benchmark.py pass: NAME, then its flags. Output in $OUT/NAME/, log in $OUT/NAME.log.
+# One benchmark pass: NAME, then its flags. Output in $OUT/NAME/, log in $OUT/NAME.log.
 bench() {
   local name=$1; shift
   echo "== benchmark.py $name ($(left)s left)"
-  "$PY" experiments/gpu_speed/benchmark.py "${STEP_FLAGS[@]}" --compilation_cache_dir "$CACHE" \
+  "$PY" -m experiments.gpu_speed.benchmark "${STEP_FLAGS[@]}" --compilation_cache_dir "$CACHE" \
     --output_dir "$OUT/$name" "$@" 2>&1 | tee "$OUT/$name.log"
 }
 

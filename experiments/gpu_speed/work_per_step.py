@@ -1,15 +1,15 @@
 """The work each model does per training step: ours against torchvision's, counted, not timed.
 
-    python experiments/gpu_speed/work_per_step.py --output_dir experiments/gpu_speed/work_per_step
+    python -m experiments.gpu_speed.work_per_step --output_dir experiments/gpu_speed/work_per_step
 
 FLOP counts need no GPU, so this table exists before any timing does. `benchmark.py` gives
 ours/theirs *time*. This gives the factor that turns it into a ratio per unit of work:
 torchvision's head adds a 3x3 256->256 conv, and its ResNet-v1.5 differs from our v2.
 
-- Ours: `benchmark.forward_flops`, every conv tap and matmul in the jaxpr of one image's
+- Ours: `deeplab_jax.analysis.model_flops.forward_flops`, every conv tap and matmul in the jaxpr of one image's
   forward. The training step is taken as 3x that (forward, input gradient, weight
-  gradient), the convention `benchmark.py`'s MFU uses.
-- Theirs: torch's `FlopCounterMode` over the model built exactly as `benchmark.py` builds
+  gradient), the convention the benchmark's MFU uses.
+- Theirs: torch's `FlopCounterMode` over the model built exactly as `theirs.py` builds
   it, on the meta device (shapes only, no arithmetic). It counts one forward, then one
   forward+backward of CrossEntropyLoss(ignore_index=255) at the full batch.
 
@@ -18,26 +18,18 @@ are the trainable parameters, BN scale and offset included.
 """
 from __future__ import annotations
 
-import argparse
-import functools
-import importlib.util
 import json
 import os
 import sys
 from typing import Any, Sequence
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO_ROOT)
+from absl import flags
 
+from deeplab_jax.analysis.model_flops import forward_flops
+from deeplab_jax.reporting.command_line import parse_flags
+from experiments.gpu_speed.settings import multi_grid
 
-@functools.lru_cache(maxsize=None)
-def _benchmark():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark.py")
-    spec = importlib.util.spec_from_file_location("gpu_speed_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+PROGRAM = "python -m experiments.gpu_speed.work_per_step"
 
 
 def ours(depth: int, output_stride: int, crop: int, num_classes: int) -> dict[str, Any]:
@@ -46,14 +38,13 @@ def ours(depth: int, output_stride: int, crop: int, num_classes: int) -> dict[st
 
     from deeplab_jax.models.deeplab import DeepLabV3
 
-    benchmark = _benchmark()
-    # As benchmark.py builds ours: ASPP rates derived from the stride, (6, 12, 18) at OS16.
+    # As the benchmark builds ours: ASPP rates derived from the stride, (6, 12, 18) at OS16.
     model = DeepLabV3(num_classes=num_classes, depth=depth, output_stride=output_stride,
-                      multi_grid=benchmark.multi_grid(depth))
+                      multi_grid=multi_grid(depth))
     images = jax.ShapeDtypeStruct((1, crop, crop, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
     params = sum(int(x.size) for x in jax.tree.leaves(variables["params"]))
-    return {"params": params, "forward_flops_per_image": benchmark.forward_flops(model, crop)}
+    return {"params": params, "forward_flops_per_image": forward_flops(model, crop)}
 
 
 def theirs(depth: int, output_stride: int, crop: int, num_classes: int,
@@ -61,10 +52,10 @@ def theirs(depth: int, output_stride: int, crop: int, num_classes: int,
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    benchmark = _benchmark()
+    from experiments.gpu_speed.theirs import build_torchvision_deeplab
+
     with torch.device("meta"):
-        model, construction = benchmark.build_torchvision_deeplab(depth, output_stride,
-                                                                  num_classes)
+        model, construction = build_torchvision_deeplab(depth, output_stride, num_classes)
         images = torch.empty(batch, 3, crop, crop)
         labels = torch.zeros(batch, crop, crop, dtype=torch.long)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -126,31 +117,32 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, torch_note: str) -> s
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--settings", default="50/16,50/8,101/16,101/8",
-                        help="comma-separated DEPTH/OS")
-    parser.add_argument("--crop", type=int, default=513)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--num_classes", type=int, default=21)
-    parser.add_argument("--output_dir", default=None)
-    args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_list("settings", ["50/16", "50/8", "101/16", "101/8"], "DEPTH/OS list.",
+                      flag_values=fv)
+    flags.DEFINE_integer("crop", 513, "Crop side.", flag_values=fv)
+    flags.DEFINE_integer("batch", 16, "Global batch.", flag_values=fv)
+    flags.DEFINE_integer("num_classes", 21, "Classes.", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Where results.json and results.md go.",
+                        flag_values=fv)
+
+
+def main(argv: Sequence[str]) -> list[dict[str, Any]]:
+    args = parse_flags(define_flags, argv, PROGRAM)
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
         with_torch = True
-        torch_note = (f"torchvision {torchvision.__version__} DeepLabV3 built as benchmark.py "
+        torch_note = (f"torchvision {torchvision.__version__} DeepLabV3 built as theirs.py "
                       "builds it (no aux head; OS16 with ASPP rates (6, 12, 18)).")
     except ImportError as error:
         with_torch, torch_note = False, f"not counted: {error}"
     rows = []
-    for text in args.settings.split(","):
+    for text in args.settings:
         depth, stride = (int(part) for part in text.split("/"))
         rows.append(count(depth, stride, args.crop, args.batch, args.num_classes, with_torch))
         print(json.dumps(rows[-1]), flush=True)
-    command = "python experiments/gpu_speed/work_per_step.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    table = markdown(rows, command.strip(), torch_note)
+    table = markdown(rows, f"{PROGRAM} {' '.join(argv)}".strip(), torch_note)
     print(table)
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -162,4 +154,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

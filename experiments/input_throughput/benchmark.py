@@ -17,21 +17,21 @@ Datasets:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
+from typing import Sequence
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from deeplab_jax import visualize  # noqa: E402
-from deeplab_jax.data import camvid, input_pipeline, voc  # noqa: E402
+from deeplab_jax.data import camvid, input_pipeline, voc
+from deeplab_jax.data import palettes
+from deeplab_jax.reporting.command_line import parse_flags
+from deeplab_jax.reporting.machine import cpu_description
 
 GLOBAL_BATCH = 16
 VOC_CANVAS = (513, 513)
@@ -65,7 +65,7 @@ def make_voc_like_folder(root: str, num_examples: int, seed: int = 0) -> str:
             label[top:bottom, left:right] = rng.integers(1, voc.NUM_CLASSES)
             label[top:bottom, left:left + 3] = voc.IGNORE_LABEL  # VOC's boundary band
         png = Image.fromarray(label, mode="P")
-        png.putpalette(visualize.voc_palette().flatten().tolist())
+        png.putpalette(palettes.voc_palette().flatten().tolist())
         png.save(os.path.join(base, "SegmentationClass", f"{image_id}.png"))
     lists = os.path.join(base, "ImageSets", "Segmentation")
     for split, members in (("train", ids), ("val", ids[:1]), ("trainval", ids)):
@@ -94,17 +94,21 @@ def time_batches(source, canvas_size, workers: int, num_batches: int) -> dict:
             "ms_per_batch_of_16": round(1000 * seconds / num_batches, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--camvid_dir", default=os.path.join(
-        os.path.dirname(__file__), "..", "..", "..", "shared", "data", "camvid"))
-    parser.add_argument("--voc_examples", type=int, default=96)
-    parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--workers", default="1,2", help="comma-separated thread counts")
-    args = parser.parse_args()
-    workers = [int(value) for value in args.workers.split(",")]
+def define_flags(fv: flags.FlagValues) -> None:
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Where results.json and results.md go.", **d)
+    flags.DEFINE_string("camvid_dir", os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "shared", "data", "camvid"),
+        "The CamVid folder.", **d)
+    flags.DEFINE_integer("voc_examples", 96, "VOC-sized examples generated.", **d)
+    flags.DEFINE_integer("batches", 10, "Batches timed per row.", **d)
+    flags.DEFINE_list("workers", ["1", "2"], "Thread counts.", **d)
+    flags.mark_flag_as_required("output_dir", flag_values=fv)
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_flags(define_flags, argv, "python experiments/input_throughput/benchmark.py")
+    workers = [int(value) for value in args.workers]
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -140,8 +144,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row))
 
-    machine = {"platform": platform.platform(), "processor": platform.processor(),
-               "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    machine = cpu_description()  # the host path: no accelerator involved
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "results.json"), "w") as file:
         json.dump({"command": " ".join(sys.argv), "machine": machine, "global_batch": GLOBAL_BATCH,
@@ -156,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -7,7 +7,7 @@
 For every train stride it trains the config (resuming if the run's folder already has
 checkpoints: a rerun only re-evaluates), evaluates the final checkpoint at every eval stride
 (ASPP rates rescale with the stride, as in the paper's Sec. 4.2), and profiles one training
-step on one device (XLA FLOPs, time, memory; deeplab_jax/step_profile.py). It writes
+step on one device (XLA FLOPs, time, memory; deeplab_jax/analysis/step_profile.py). It writes
 `results.json`, `results.md` (the paper's Appendix Table 10 layout: rows train stride,
 columns eval stride) and `results.png`.
 
@@ -26,12 +26,12 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import jax
 
-import jax  # noqa: E402
-
-from deeplab_jax import cli, config_lib, step_profile, train  # noqa: E402
-from deeplab_jax.data import datasets  # noqa: E402
+from deeplab_jax import config_lib, train
+from deeplab_jax.analysis import step_profile
+from deeplab_jax.data import datasets
+from deeplab_jax.reporting.command_line import start_command
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The config to ablate.", lock_config=True)
@@ -128,7 +128,7 @@ def plot(report: dict, path: str) -> None:
 
 
 def main(argv):
-    cli.start(argv)
+    start_command(argv)
     start = time.time()
     base = FLAGS.config
     train_strides = [int(s) for s in FLAGS.train_strides]

@@ -2,7 +2,7 @@
 
 The training loop asks `Watcher.reached(step)` once per step, with the number of completed
 steps, and on True saves a checkpoint at that step, waits for it and stops
-(`train.train_and_evaluate` raises `Preempted`; the command line exits with
+(`deeplab_jax.train.train_and_evaluate` raises `Preempted`; the command line exits with
 `EXIT_PREEMPTED`). Rerunning the same command resumes from that checkpoint.
 
 - One process (no `jax.distributed`): a SIGTERM handler sets a flag; the step that is
@@ -16,7 +16,8 @@ steps, and on True saves a checkpoint at that step, waits for it and stops
   numbers on every process, which the loop does.
 
 A SIGTERM that arrives during an evaluation is acted on after it: the evaluation runs to
-its end, then the next training step is saved.
+its end, its results are written, then the next training step is saved and the run stops
+(tests/test_faults.py sends one mid-evaluation).
 """
 from __future__ import annotations
 
@@ -42,13 +43,6 @@ class Preempted(Exception):
         self.step = step
 
 
-def _distributed_state():
-    # What `reached_preemption_sync_point` itself consults (jax 0.10.2): the client exists
-    # once jax.distributed.initialize ran; the sync manager unless the service is disabled.
-    from jax._src import distributed  # pylint: disable=import-outside-toplevel
-    return distributed.global_state
-
-
 class Watcher:
     """Answers "stop and save at this step?" once per step. Use as a context manager.
 
@@ -63,9 +57,8 @@ class Watcher:
         self.mode = "none"
 
     def __enter__(self) -> "Watcher":
-        state = _distributed_state()
-        if state.client is not None:
-            if state.preemption_sync_manager is not None:
+        if jax.distributed.is_initialized():
+            if jax.config.jax_enable_preemption_service:  # read when initialize() ran
                 self.mode = "jax"
             else:  # jax_enable_preemption_service=False
                 logging.warning(

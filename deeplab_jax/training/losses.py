@@ -101,17 +101,6 @@ def mean_cross_entropy(
     return loss_sum / jnp.maximum(num_valid, 1.0)
 
 
-def _leaf_name(path: tuple[Any, ...]) -> str | None:
-    """Name of a leaf's last path entry (dict key or attribute), or None."""
-    if not path:
-        return None
-    last = path[-1]
-    for attribute in ("key", "name"):  # DictKey.key, GetAttrKey.name.
-        if hasattr(last, attribute):
-            return str(getattr(last, attribute))
-    return None
-
-
 def weight_decay_mask(params: PyTree) -> PyTree:
     """Selects the parameters that weight decay applies to: convolution kernels.
 
@@ -127,7 +116,8 @@ def weight_decay_mask(params: PyTree) -> PyTree:
       of `optax.add_decayed_weights` / `optax.masked`.
     """
     def is_conv_kernel(path: tuple[Any, ...], leaf: Any) -> bool:
-        return _leaf_name(path) == CONV_KERNEL_NAME and jnp.ndim(leaf) == CONV_KERNEL_NDIM
+        name = jax.tree_util.keystr(path[-1:], simple=True) if path else None
+        return name == CONV_KERNEL_NAME and jnp.ndim(leaf) == CONV_KERNEL_NDIM
 
     return jax.tree_util.tree_map_with_path(is_conv_kernel, params)
 

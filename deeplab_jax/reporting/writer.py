@@ -150,6 +150,19 @@ class MetricWriter:
                                                            description=None))
         self._write_summary(step, [value])
 
+    def write_session_start(self, step: int) -> None:
+        """Marks a (re)start of training at `step` with TensorBoard's own `SessionLog.START`.
+
+        TensorBoard drops the points an earlier start wrote past `step` (they belong to work
+        the checkpoint threw away), and so does `curves.read_scalars`.
+        """
+        if self._record_writer is None:
+            return
+        self._write_event(event_pb2.Event(
+            wall_time=time.time(), step=int(step),
+            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+        self.flush()
+
     def flush(self) -> None:
         if self._record_writer is not None:
             self._record_writer.flush()

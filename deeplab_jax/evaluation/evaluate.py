@@ -4,22 +4,28 @@ The confusion matrix is summed on device over the whole split and fetched once. 
 rows of the last batch (`valid` False) and ignore pixels (255) never count, and the number of
 images seen is checked against the split size, so every image counts exactly once.
 Evaluation may use another output stride than training: the parameter tree is the same.
+
+What crosses between host and device: each batch goes to the device once; what comes back
+is the split's confusion matrix (once, at the end) and, for the few images that enter the
+pictures or the best/worst report, their predictions. Images and labels for those pictures
+come from the host batch that was sent, never back from the device. A log line with the
+ETA appears every 30 s, for evaluations that take minutes (multi-scale + flip on VOC).
 """
 from __future__ import annotations
 
 import functools
-import json
-import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deeplab_jax import metrics
+from deeplab_jax.evaluation import metrics
+from deeplab_jax.evaluation.per_image import PerImageStats
 from deeplab_jax.models.deeplab import MEAN_PIXEL
 from deeplab_jax.models.resize import resize_bilinear
+from deeplab_jax.reporting.eta import ProgressLog
 
 PyTree = Any
 
@@ -69,29 +75,29 @@ def pad_with_mean_pixel(images: jax.Array, sizes: jax.Array) -> jax.Array:
 def eval_step(variables: PyTree, batch: dict[str, jax.Array], *, model: nn.Module,
               num_classes: int, ignore_label: int, scales: Sequence[float],
               flip: bool) -> dict[str, jax.Array]:
-    """Confusion matrix of one global batch.
+    """Confusion matrices of one global batch.
 
     Args:
       batch: 'image' uint8 [B, H, W, 3], 'label' uint8 [B, H, W], 'size' int32 [B, 2] (each
         example's true size on the canvas), 'valid' bool [B].
 
     Returns:
-      'confusion' int32 [K, K] (rows: ground truth), 'num_images' int32 (valid rows),
-      'prediction' int32 [B, H, W], 'per_image_confusion' int32 [B, K, K] (zero for
-      padding rows; their sum over B is 'confusion').
+      'per_image_confusion' int32 [B, K, K] (rows: ground truth; zero for padding rows),
+      'confusion' int32 [K, K] (their sum), 'num_images' int32 (valid rows), 'prediction'
+      int32 [B, H, W].
     """
     images = pad_with_mean_pixel(batch["image"], batch["size"])
     probabilities = predict_probabilities(model, variables, images, scales=scales, flip=flip)
     prediction = jnp.argmax(probabilities, axis=-1).astype(jnp.int32)
     labels = batch["label"].astype(jnp.int32)
     mask = jnp.broadcast_to(batch["valid"][:, None, None], labels.shape)
-    confusion = metrics.confusion_matrix(labels, prediction, num_classes,
-                                         ignore_label=ignore_label, mask=mask)
     per_image_confusion = jax.vmap(functools.partial(
         metrics.confusion_matrix, num_classes=num_classes, ignore_label=ignore_label))(
             labels, prediction, mask=mask)
-    return {"confusion": confusion, "num_images": jnp.sum(batch["valid"].astype(jnp.int32)),
-            "prediction": prediction, "per_image_confusion": per_image_confusion}
+    return {"per_image_confusion": per_image_confusion,
+            "confusion": jnp.sum(per_image_confusion, axis=0),
+            "num_images": jnp.sum(batch["valid"].astype(jnp.int32)),
+            "prediction": prediction}
 
 
 def make_eval_step(model: nn.Module, *, num_classes: int, ignore_label: int,
@@ -100,15 +106,19 @@ def make_eval_step(model: nn.Module, *, num_classes: int, ignore_label: int,
                                      ignore_label=ignore_label, scales=tuple(scales), flip=flip))
 
 
-def evaluate(step_fn: Any, variables: PyTree, batches: Iterable[dict[str, jax.Array]], *,
+def evaluate(step_fn: Any, variables: PyTree, host_batches: Iterable[dict[str, np.ndarray]], *,
+             to_device: Callable[[dict[str, np.ndarray]], dict[str, jax.Array]],
              num_classes: int, expected_num_images: int, class_names: Sequence[str],
-             num_visualizations: int = 0,
-             per_image: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             num_visualizations: int = 0, per_image: Optional[PerImageStats] = None,
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Runs `step_fn` over the split and turns the summed confusion matrix into metrics.
 
-    With `per_image` (a `reports.PerImageStats`), each valid row of this process also gets
-    its own mIoU, the running best and worst examples are kept (with the prediction outside
-    the image's true size set to 255) and `per_image.confusion` is set to the split's matrix.
+    Args:
+      host_batches: this process's rows of each global batch (`input_pipeline.eval_batches`).
+      to_device: host batch -> global batch (`parallel.to_global_batch`).
+      per_image: if given, each valid row of this process also gets its own mIoU, the
+        running best and worst examples are kept (with the prediction outside the image's
+        true size set to 255) and `per_image.confusion` is set to the split's matrix.
 
     Returns:
       (metrics dict as in `metrics.metrics_from_confusion_matrix` plus 'num_images', and the
@@ -117,21 +127,23 @@ def evaluate(step_fn: Any, variables: PyTree, batches: Iterable[dict[str, jax.Ar
     confusion = jnp.zeros((num_classes, num_classes), jnp.int32)
     num_images = jnp.zeros((), jnp.int32)
     shown: dict[str, list[np.ndarray]] = {"image": [], "label": [], "prediction": []}
+    progress = ProgressLog("evaluation", expected_num_images, "images")
     pending = None  # Per-image statistics lag one batch: the device runs ahead meanwhile.
-    for batch in batches:
-        outputs = step_fn(variables, batch)
+    for host_batch in host_batches:
+        outputs = step_fn(variables, to_device(host_batch))
         confusion = confusion + outputs["confusion"]
         num_images = num_images + outputs["num_images"]
+        valid = np.asarray(host_batch["valid"])
         if len(shown["image"]) < num_visualizations:
             # Only this process's rows are addressable; that is enough for pictures.
-            valid = np.asarray(_local_rows(batch["valid"]))
-            for key, array in (("image", batch["image"]), ("label", batch["label"]),
-                               ("prediction", outputs["prediction"])):
-                shown[key].extend(np.asarray(_local_rows(array))[valid])
+            shown["image"].extend(host_batch["image"][valid])
+            shown["label"].extend(host_batch["label"][valid])
+            shown["prediction"].extend(_local_rows(outputs["prediction"])[valid])
         if per_image is not None:
             if pending is not None:
                 _add_per_image(per_image, *pending)
-            pending = (batch, outputs)
+            pending = (host_batch, outputs)
+        progress.update(int(valid.sum()) * jax.process_count())
     if pending is not None:
         _add_per_image(per_image, *pending)
     num_images = int(num_images)
@@ -148,22 +160,21 @@ def evaluate(step_fn: Any, variables: PyTree, batches: Iterable[dict[str, jax.Ar
     return results, pictures
 
 
-def _add_per_image(per_image: Any, batch: dict[str, jax.Array],
+def _add_per_image(per_image: PerImageStats, host_batch: dict[str, np.ndarray],
                    outputs: dict[str, jax.Array]) -> None:
-    """Feeds this process's valid rows of one batch to `per_image` (a PerImageStats)."""
-    rows = np.flatnonzero(np.asarray(_local_rows(batch["valid"])))
+    """Feeds this process's valid rows of one batch to `per_image`."""
+    rows = np.flatnonzero(np.asarray(host_batch["valid"]))
 
     def fetch(selected):
         picked = rows[np.asarray(selected)]
-        image, label = (np.asarray(_local_rows(batch[key]))[picked] for key in ("image", "label"))
-        prediction = np.asarray(_local_rows(outputs["prediction"]))[picked]
-        sizes = np.asarray(_local_rows(batch["size"]))[picked]
+        prediction = _local_rows(outputs["prediction"])[picked]
+        sizes = host_batch["size"][picked]
         inside = ((np.arange(prediction.shape[1])[None, :, None] < sizes[:, 0, None, None])
                   & (np.arange(prediction.shape[2])[None, None, :] < sizes[:, 1, None, None]))
-        return {"image": image, "label": label,
+        return {"image": host_batch["image"][picked], "label": host_batch["label"][picked],
                 "prediction": np.where(inside, prediction, 255).astype(np.int32)}
 
-    per_image.add_batch(np.asarray(_local_rows(outputs["per_image_confusion"]))[rows], fetch)
+    per_image.add_batch(_local_rows(outputs["per_image_confusion"])[rows], fetch)
 
 
 def _local_rows(array: jax.Array) -> np.ndarray:
@@ -172,28 +183,3 @@ def _local_rows(array: jax.Array) -> np.ndarray:
         return np.asarray(array)
     shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
     return np.concatenate([np.asarray(shard.data) for shard in shards])
-
-
-def evaluation_name(split: str, step: int, *, output_stride: int, scales: Sequence[float],
-                    flip: bool) -> str:
-    """`{split}_step{step:08d}_os{stride}[_ms{scales}][_flip]`: one name per setting, so an
-    evaluation at another stride or with multi-scale inference never overwrites another."""
-    name = f"{split}_step{step:08d}_os{output_stride}"
-    if tuple(scales) != (1.0,):
-        name += "_ms" + "-".join(f"{scale:g}" for scale in scales)
-    return name + ("_flip" if flip else "")
-
-
-def write_json(path: str, record: Any) -> str:
-    """Writes `record` to `path` atomically (the metrics here, train.py's timing record)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as file:
-        json.dump(record, file, indent=2)
-    os.replace(temporary, path)  # Never leave a half-written file under the final name.
-    return path
-
-
-def write_metrics_json(workdir: str, name: str, record: dict[str, Any]) -> str:
-    """Writes WORKDIR/eval/NAME.json atomically; returns the path."""
-    return write_json(os.path.join(workdir, "eval", f"{name}.json"), record)

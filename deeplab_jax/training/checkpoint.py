@@ -5,8 +5,8 @@ checkpoint and restores it onto the current state's shardings. What can and cann
 
 - A step directory appears only when complete: orbax writes `<step>.orbax-checkpoint-tmp`
   and renames it when every array and the metadata are written. A run killed mid-save
-  leaves at most such a temporary directory, which the next run's manager deletes
-  (`cleanup_tmp_directories`); the latest complete step is what resumes.
+  leaves at most such a temporary directory, which the next run deletes before its manager
+  starts (`create_manager`); the latest complete step is what resumes.
 - Saves are asynchronous (the arrays are copied to host memory first, then written in a
   background thread); `close` waits for the last one and raises its error, if any.
 - Old steps are deleted only after a newer one is complete. A run killed in the middle of
@@ -21,23 +21,32 @@ checkpoint and restores it onto the current state's shardings. What can and cann
   differs from the config's model is refused with the leaves that differ and what that
   means (class count, depth) before anything is read.
 
-Arrays are written by tensorstore with JSON metadata; nothing here uses pickle.
+Each step holds two items: `state` (the train state's arrays) and `run`, a small JSON
+record of what the arrays do not say: the model's name and the count of non-finite steps
+skipped in a row when it was saved, so a resumed run carries that count on (checkpoints
+written before the record existed restore with an empty one). Prediction, export,
+evaluation and `init_from` restore only the parameters and BN statistics
+(`restore_variables`), never the optimizer state. Arrays are written by tensorstore with
+JSON metadata; nothing here uses pickle.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
-from deeplab_jax import train_step as train_step_lib
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK
+from deeplab_jax.training.step import all_finite
 
 PyTree = Any
 BEST_METRIC = "miou"  # what `keep_best` ranks checkpoints by (higher is better)
+STATE_ITEM, RUN_ITEM = "state", "run"  # the two items of a step (module docstring)
 MAX_LISTED_DIFFERENCES = 8
 
 
@@ -55,7 +64,7 @@ def checkpoint_dir(workdir: str) -> str:
 
 def create_manager(workdir: str, *, max_to_keep: int = 3, keep_best: int = 0,
                    read_only: bool = False) -> ocp.CheckpointManager:
-    """A manager of the item `state` in `workdir/checkpoints`.
+    """A manager of `workdir/checkpoints` (items `state` and `run`).
 
     Args:
       workdir: the run's folder (made absolute: orbax refuses relative paths).
@@ -72,30 +81,50 @@ def create_manager(workdir: str, *, max_to_keep: int = 3, keep_best: int = 0,
         policies.append(checkpoint_managers.BestN(
             get_metric_fn=lambda metrics: metrics[BEST_METRIC], reverse=False, n=keep_best,
             keep_checkpoints_without_metrics=False))
+    if not read_only:
+        _delete_unfinished_saves(checkpoint_dir(workdir))
     options = ocp.CheckpointManagerOptions(
         create=not read_only, read_only=read_only,
         enable_async_checkpointing=not read_only,
-        cleanup_tmp_directories=not read_only,
+        cleanup_tmp_directories=False,  # done above, synchronously
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
-    # The handler named up front: a fresh (read-only) manager can then read a step's
-    # metadata before any save or restore has told it what the item is.
-    manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                    item_handlers={"state": ocp.StandardCheckpointHandler()})
-    # orbax 0.12.8 deletes stale temporary directories in a background thread and only
-    # waits for it at the next save (`close` does not): wait now, so that a run starts
-    # from a clean folder whatever it does next. (A private method: skipped if it goes.)
-    wait_for_cleanup = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)
-    if wait_for_cleanup is not None:
-        wait_for_cleanup()
-    return manager
+    # The handlers named up front: a fresh (read-only) manager can then read a step's
+    # metadata before any save or restore has told it what the items are.
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_handlers=_item_handlers(ocp.StandardCheckpointHandler()))
 
 
-_all_finite = jax.jit(train_step_lib.all_finite)
+def _item_handlers(state_handler: Any) -> dict[str, Any]:
+    return {STATE_ITEM: state_handler, RUN_ITEM: ocp.JsonCheckpointHandler()}
+
+
+def _delete_unfinished_saves(directory: str) -> None:
+    """Deletes the temporary folders of saves a killed run left, before anything else runs.
+
+    orbax's own clean-up (`cleanup_tmp_directories`) runs in a background thread that only
+    a later save waits for; doing it here, synchronously on process 0 while the others
+    wait, means a run always starts from a folder holding complete steps only.
+    """
+    if jax.process_index() == 0 and os.path.isdir(directory):
+        for temporary in ocp.utils.tmp_checkpoints(directory):
+            path = str(temporary.get())
+            logging.warning("Deleting %s: a save that a killed run did not finish.", path)
+            shutil.rmtree(path)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("deeplab_jax: unfinished saves deleted")
+
+
+_all_finite = jax.jit(all_finite)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
-         metrics: Optional[dict[str, float]] = None) -> None:
+         metrics: Optional[dict[str, float]] = None,
+         run: Optional[dict[str, Any]] = None) -> None:
     """Starts an asynchronous save of `state` at `step` (`manager.wait_until_finished` ends it).
+
+    Args:
+      metrics: {'miou': ...} for `keep_best` retention.
+      run: the JSON record saved beside the state (module docstring).
 
     Raises:
       NonFiniteStateError: `state` holds a NaN or an infinity (nothing is written).
@@ -110,8 +139,9 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
         raise ValueError(f"Cannot save step {step}: {manager.directory} already holds step "
                          f"{latest}. A run's steps only go forward; use a new --workdir to "
                          "start over.")
-    saved = manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                         metrics=metrics, force=True)
+    items = {STATE_ITEM: ocp.args.StandardSave(state),
+             RUN_ITEM: ocp.args.JsonSave(dict(run or {}))}
+    saved = manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
     if not saved:
         raise RuntimeError(f"orbax declined to save step {step} in {manager.directory}.")
 
@@ -146,10 +176,9 @@ def _model_summary(shapes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flat(tree: PyTree) -> dict[str, Any]:
-    def name(path):
-        return "/".join(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
-                        for key in path)
-    return {name(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    """{'params/backbone/root_conv/kernel': leaf, ...} of any pytree (dicts, TrainState)."""
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def tree_differences(saved: PyTree, target: PyTree) -> list[str]:
@@ -189,57 +218,112 @@ def mismatch_message(directory: Any, step: int, saved: PyTree, target: PyTree) -
             "from another run's weights, see config.init_from.")
 
 
-def restore(manager: ocp.CheckpointManager, state: PyTree,
-            step: Optional[int] = None) -> tuple[PyTree, Optional[int]]:
+def _saved_items(manager: ocp.CheckpointManager, step: int) -> Any:
+    try:
+        return manager.item_metadata(step)
+    except Exception as error:  # pylint: disable=broad-except
+        logging.warning("Could not read the metadata of step %d (%s); restoring anyway.",
+                        step, error)
+        return None
+
+
+def _check_fits(manager: ocp.CheckpointManager, step: int, saved_items: Any,
+                abstract: PyTree, model_name: Optional[str]) -> None:
+    """Raises CheckpointMismatchError, before anything is read, if `abstract` cannot take it."""
+    saved_model = read_run_record(manager, step, saved_items).get("model")
+    if model_name and saved_model and saved_model != model_name:
+        raise CheckpointMismatchError(
+            f"The checkpoint at step {step} in {manager.directory} is of model {saved_model!r}, "
+            f"but this config's model is {model_name!r} (config.model.architecture). Use a "
+            "--workdir of this model's own runs (or a new one).")
+    saved = saved_items.get(STATE_ITEM) if saved_items is not None else None
+    if saved is not None:
+        if isinstance(abstract, dict):  # perhaps a part of the state: compare that part
+            saved = {key: saved[key] for key in abstract if key in saved.keys()}
+        message = mismatch_message(manager.directory, step, saved, abstract)
+        if message:
+            raise CheckpointMismatchError(message)
+
+
+def read_run_record(manager: ocp.CheckpointManager, step: int,
+                    saved_items: Any = None) -> dict[str, Any]:
+    """The `run` record of `step` ({} for checkpoints written before it existed)."""
+    saved_items = saved_items if saved_items is not None else _saved_items(manager, step)
+    if saved_items is None or RUN_ITEM not in saved_items.keys():
+        return {}
+    restored = manager.restore(step, args=ocp.args.Composite(**{RUN_ITEM: ocp.args.JsonRestore()}))
+    return dict(restored[RUN_ITEM] or {})
+
+
+def restore(manager: ocp.CheckpointManager, state: PyTree, step: Optional[int] = None, *,
+            model_name: Optional[str] = None,
+            ) -> tuple[PyTree, Optional[int], dict[str, Any]]:
     """Restores `step` (default: the latest) with `state`'s structure, shapes and shardings.
 
     The shardings are those of `state` whatever the device count the checkpoint was
     written with.
 
     Returns:
-      (restored state, step), or (state unchanged, None) when there is no checkpoint.
+      (restored state, step, run record), or (state unchanged, None, {}) when there is no
+      checkpoint.
 
     Raises:
-      CheckpointMismatchError: the saved tree differs from `state`'s, naming the arrays.
+      CheckpointMismatchError: the saved model or tree differs from `model_name` or
+        `state`'s, naming them.
     """
     step = manager.latest_step() if step is None else step
     if step is None:
-        return state, None
+        return state, None, {}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    try:
-        saved = manager.item_metadata(step)["state"]
-    except Exception as error:  # pylint: disable=broad-except
-        logging.warning("Could not read the metadata of step %d (%s); restoring anyway.",
-                        step, error)
-        saved = None
-    if saved is not None:
-        message = mismatch_message(manager.directory, step, saved, abstract)
-        if message:
-            raise CheckpointMismatchError(message)
+    saved_items = _saved_items(manager, step)
+    _check_fits(manager, step, saved_items, abstract, model_name)
     try:
         restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract)}))
     except (ValueError, KeyError) as error:
         raise CheckpointMismatchError(
             f"The checkpoint at step {step} in {manager.directory} does not fit this "
             f"config's model (different depth, width or class count?): {error}") from error
-    return restored["state"], step
+    return restored[STATE_ITEM], step, read_run_record(manager, step, saved_items)
 
 
-def initialize_from(other_workdir: str, state: PyTree) -> PyTree:
-    """Replaces `state`'s params and BN statistics by those of `other_workdir`'s latest checkpoint.
+def restore_variables(workdir: str, variables: PyTree, step: Optional[int] = None, *,
+                      model_name: Optional[str] = None) -> tuple[PyTree, int]:
+    """The parameters and BN statistics of `workdir`'s checkpoint at `step` (default: latest).
 
-    The step and optimizer state stay fresh: this starts a new stage of training from an
-    earlier one (the paper's OS8 fine-tuning starts from the OS16 run, Sec. 4.1), whereas
-    `restore` continues the same run.
+    Only {'params', 'batch_stats'} are read: the optimizer state, which evaluation,
+    prediction, export and `init_from` never use, stays on disk.
+
+    Args:
+      variables: {'params', 'batch_stats'} arrays or `jax.ShapeDtypeStruct`s (with the
+        shardings to restore onto).
+
+    Raises:
+      FileNotFoundError: no complete checkpoint; ValueError: no checkpoint at `step`;
+      CheckpointMismatchError: as `restore`.
     """
-    manager = create_manager(other_workdir, read_only=True)
-    try:
-        if manager.latest_step() is None:
-            raise FileNotFoundError(
-                f"config.init_from={other_workdir!r}: no checkpoint in "
-                f"{checkpoint_dir(other_workdir)}.")
-        restored, _ = restore(manager, state)
-    finally:
-        manager.close()
-    return state.replace(params=restored.params, batch_stats=restored.batch_stats)
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"No checkpoint in {directory}: train first, or point --workdir "
+                                "(or config.init_from) at the folder of a trained run.")
+    abstract = {key: jax.tree.map(ocp.utils.to_shape_dtype_struct, variables[key])
+                for key in ("params", "batch_stats")}
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    # PyTreeCheckpointHandler reads the same files as StandardCheckpointHandler and can
+    # restore a part of the tree (`partial_restore`).
+    with ocp.CheckpointManager(directory, options=options,
+                               item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler())
+                               ) as manager:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise FileNotFoundError(f"No complete checkpoint in {directory}.")
+        if step is not None and step not in steps:
+            raise ValueError(f"No checkpoint at step {step} in {directory}; there are steps "
+                             f"{steps}.")
+        step = steps[-1] if step is None else step
+        _check_fits(manager, step, _saved_items(manager, step), abstract, model_name)
+        restored = manager.restore(step, args=ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.PyTreeRestore(
+                abstract, partial_restore=True,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))}))
+    return restored[STATE_ITEM], step

@@ -3,7 +3,7 @@
 One step: augment the batch on device (random scale, crop, flip), apply the model with batch
 statistics, masked softmax cross-entropy plus L2 weight decay on conv kernels, SGD with
 momentum on the poly schedule. Under `jax.jit` with a batch-sharded input, BatchNorm's mean
-and variance cover the global batch (see `parallel.py`). A step whose loss, gradients or new
+and variance cover the global batch (see `deeplab_jax/parallel.py`). A step whose loss, gradients or new
 BN statistics are not all finite is skipped inside the step: it changes nothing but the step
 counter, and reports itself in `metrics["skipped_steps"]`.
 """
@@ -19,7 +19,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from deeplab_jax import losses
+from deeplab_jax.training import losses
 from deeplab_jax.data import augment
 from deeplab_jax.models.deeplab import MEAN_PIXEL
 
@@ -56,6 +56,23 @@ def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.Gradie
     # A strong int32 step, as a restored checkpoint's: a fresh and a resumed run then trace
     # the same training step (one compilation, one compilation-cache entry).
     return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model: nn.Module,
+                         sharding: jax.sharding.Sharding) -> TrainState:
+    """`config`'s initial train state as `jax.ShapeDtypeStruct`s on `sharding`: a restore
+    target, computed without running anything (`jax.eval_shape`)."""
+    optimizer = create_optimizer(config.optim, config.num_train_steps)
+    shapes = jax.eval_shape(functools.partial(
+        create_train_state, model=model, optimizer=optimizer,
+        image_shape=tuple(config.data.crop_size)), jax.random.key(0))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        shapes)
+
+
+def model_variables(state: TrainState) -> PyTree:
+    """What applying the model needs of a train state: {'params', 'batch_stats'}."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def augment_config_kwargs(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -170,7 +187,7 @@ def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,
     Donation lets XLA write the new parameters, optimizer and BN state over the old ones,
     so one copy of the state lives on the device instead of two; the caller must not touch
     the state it passed in. `donate_state=False` exists to measure that lever
-    (experiments/gpu_speed/benchmark.py --no_donate).
+    (experiments/gpu_speed: --no_donate).
     """
     step = functools.partial(
         train_step,

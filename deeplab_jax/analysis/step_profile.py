@@ -24,8 +24,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from deeplab_jax import parallel, xla_cost
-from deeplab_jax import train_step as train_step_lib
+from deeplab_jax import parallel
+from deeplab_jax.analysis import xla_cost
+from deeplab_jax.training import step as train_step_lib
 from deeplab_jax.models import get_model
 
 
@@ -40,11 +41,13 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int,
 
 
 def compile_train_step(config: ml_collections.ConfigDict, num_classes: int, batch_size: int,
-                       mesh: Mesh):
+                       mesh: Mesh, *, donate_state: bool = True):
     """`config`'s train step compiled at `batch_size`: (compiled, state, synthetic batch).
 
     Compiling needs no accelerator of the kind the numbers are for: XLA's FLOPs and memory
     plan of a full-size step can be read on CPU (experiments/gpu_session.md does).
+    `donate_state=False` measures what donating the state's buffers gives (see
+    `training/step.py: jit_train_step`).
     """
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.batch_size = batch_size
@@ -55,7 +58,8 @@ def compile_train_step(config: ml_collections.ConfigDict, num_classes: int, batc
                     out_shardings=replicated)(jax.random.key(0), model, optimizer,
                                               tuple(config.data.crop_size))
     batch = parallel.to_global_batch(synthetic_batch(config, batch_size, num_classes), mesh)
-    step = train_step_lib.jit_train_step(config, replicated, parallel.data_sharding(mesh))
+    step = train_step_lib.jit_train_step(config, replicated, parallel.data_sharding(mesh),
+                                         donate_state=donate_state)
     return step.lower(state, batch, jax.random.key(1)).compile(), state, batch
 
 
