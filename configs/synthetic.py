@@ -36,8 +36,9 @@ def get_config():
     model.width = 16
     model.output_stride = 8
     model.multi_grid = (1,)  # one factor per block4 unit
-    model.atrous_rates = (2, 4, 6)  # an 8x8 feature map: the VOC rates would see only padding
-    model.aspp_channels = 64
+    model.deeplabv3.atrous_rates = (2, 4, 6)  # an 8x8 feature map: VOC's rates read padding
+    model.deeplabv3.aspp_channels = 64
+    model.per_pixel.width = 64  # the control, --config.model.architecture=per_pixel
     model.bn_momentum = 0.99  # a few thousand steps: 0.9997 would not settle in time
 
     config.optim.base_learning_rate = 0.2

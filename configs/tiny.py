@@ -11,7 +11,15 @@ def get_config():
     config.data.canvas_size = config.data.crop_size = (33, 33)
     config.data.batch_size = 8
     config.model.width = 8
-    config.model.aspp_channels = 16
+    # Every model at a test size (--config.model.architecture=NAME picks one).
+    model = config.model
+    model.deeplabv3.aspp_channels = 16
+    model.deeplabv3plus.update(atrous_rates=(2, 4, 6), aspp_channels=16, low_level_channels=8,
+                               decoder_channels=16)
+    model.deeplabv2.atrous_rates = (1, 2, 3, 4)
+    model.pspnet.update(bins=(1, 2, 3, 6), channels=16)
+    model.dilated_fcn.channels = 16
+    model.per_pixel.width = 16
     config.eval.batch_size = 8
     config.eval.num_visualizations = 2
     config.num_train_steps = 2

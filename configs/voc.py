@@ -14,6 +14,8 @@ add --config.data.manual_dir=FOLDER (README, "Datasets").
 import ml_collections
 from ml_collections import config_dict
 
+from deeplab_jax import models
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -41,13 +43,14 @@ def get_config() -> ml_collections.ConfigDict:
     data.ignore_label = 255  # VOC's object boundaries and padding
 
     config.model = model = ml_collections.ConfigDict()
-    model.architecture = "deeplabv3"  # or "per_pixel": the 1x1-convolutions-only control
+    # The model, a key of deeplab_jax.models.MODELS: deeplabv3, deeplabv3plus, deeplabv2,
+    # pspnet, fcn, dilated_fcn, or per_pixel (the 1x1-convolutions-only control). Its own
+    # settings are its block below (config.model.<name>); the fields here are shared.
+    model.architecture = "deeplabv3"
     model.depth = 101  # ResNet-v2 depth: 50, 101, 152 (14 and 26 for tests)
     model.width = 64  # root conv channels; 64 is the standard ResNet
     model.output_stride = 16  # 8, 16 or 32 (Sec. 3.1)
     model.multi_grid = (1, 2, 4)  # block4 unit rates relative to its base rate (Sec. 3.2)
-    model.atrous_rates = config_dict.placeholder(tuple)  # None: (6,12,18) * 16 / output_stride
-    model.aspp_channels = 256  # every ASPP branch and the projection (Sec. 3.3)
     # How 3x3 atrous convolutions run (same parameters, same results): "xla" lets XLA lower
     # the dilated convolution; see deeplab_jax/models/atrous.py for the alternatives.
     model.atrous_impl = "xla"
@@ -56,6 +59,14 @@ def get_config() -> ml_collections.ConfigDict:
     model.bn_epsilon = 1e-5  # TF-slim resnet_arg_scope's epsilon
     # slim resnet_v2_<depth> .tar.gz/.ckpt or converted .npz (wants [-1,1] pixels: model scales)
     model.pretrained_backbone = config_dict.placeholder(str)  # None: backbone from scratch
+    # Weight of the auxiliary FCN head on block3 (training only); None: the model's own
+    # default (0.4 for PSPNet and the dilated FCN, as mmsegmentation; 0 for DeepLabv3).
+    model.aux_loss_weight = config_dict.placeholder(float)
+    # One block per model (each defined in deeplab_jax/models/<name>.py); only the block of
+    # `architecture` is used, e.g. config.model.deeplabv3.atrous_rates (None: (6,12,18) at
+    # output stride 16, scaled with it) and config.model.deeplabv3.aspp_channels (256).
+    for name, block in models.default_blocks().items():
+        model[name] = block
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.base_learning_rate = 0.007  # poly schedule start (Sec. 4.1)

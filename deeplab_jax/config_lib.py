@@ -1,28 +1,32 @@
 """Config checks and derived values, in one visible place, before anything compiles.
 
-Derived values: ASPP rates from the output stride (Sec. 3.3: (6, 12, 18) at 16, doubled at
-8) and the evaluation output stride (default: the training one). The resolved config is
-what the run saves as `config.json`.
+Derived values: the evaluation output stride (default: the training one), the auxiliary
+loss weight (default: the model's own), and whatever the chosen model derives in its own
+file (`models/<name>.py: resolve`, e.g. ASPP rates from the output stride, Sec. 3.3). The
+resolved config keeps only the chosen model's block; it is what the run saves as
+`config.json`.
 
 Checks (each error names the field, its value and the fix): fields that `configs/voc.py`
-(the schema every config inherits from) does not define, with the closest known name;
-output strides outside {8, 16, 32}; ASPP rates that every output pixel would read as
-padding; counts that must be positive; and workdirs that a run must never write into.
-Config files are Python, executed on load: trust them like code.
+(the schema every config inherits from) does not define, with the closest known name; an
+unknown model; output strides the model cannot run at; counts that must be positive;
+workdirs that a run must never write into; and, on the command line, a field of another
+model's block than the chosen one (`check_overrides`: it would change nothing). The model's
+own checks (ASPP rates that only read padding, say) run in its file. Config files are
+Python, executed on load: trust them like code.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
-import logging
-import math
 import os
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import ml_collections
 
-from deeplab_jax.models.aspp import default_atrous_rates
-from deeplab_jax.models.resnet import UNITS_PER_BLOCK, VALID_OUTPUT_STRIDES, strides_and_rates
+from ml_collections import config_flags
+
+from deeplab_jax import models
+from deeplab_jax.models.resnet import UNITS_PER_BLOCK, strides_and_rates
 
 # Modules whose configs together define every known field: voc.py (the schema every
 # config inherits from) and synthetic.py (the `data.synthetic` generator settings).
@@ -66,37 +70,32 @@ def check_known_fields(config: ml_collections.ConfigDict) -> None:
                          "add a new field there with its default and a comment.")
 
 
-def feature_size(size: int, output_stride: int) -> int:
-    """Side of the backbone's feature map for an input side `size` (SAME-padded strides)."""
-    return math.ceil(size / output_stride)
+def check_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+    """Refuses command-line overrides of another model's block than the chosen one.
 
-
-def check_atrous_rates_fit(rates: tuple[int, ...], image_size: tuple[int, int],
-                           output_stride: int, where: str) -> None:
-    """Refuses ASPP rates of which none reaches a feature-map pixel other than the centre.
-
-    A 3x3 convolution at rate r on an n-pixel side reads pixels i - r and i + r: when
-    r >= n, every non-centre tap of every output lands in the zero padding and the branch
-    is a 1x1 convolution (the paper's Fig. 4 limit). If every rate is that large, ASPP has
-    no context branch left: an error. If only some are, a warning: the config may still
-    evaluate on larger images than its training crop.
+    `--config.model.pspnet.bins=...` with `config.model.architecture='deeplabv3'` would change
+    nothing; it is a mistake (a forgotten `--config.model.architecture=pspnet`), not a
+    setting. Config files may fill several blocks (a variant switching models on the
+    command line); only what the command line sets is checked.
 
     Raises:
-      ValueError: naming the rates, the feature map and the input size.
+      ValueError: naming the override, its model and the chosen one.
     """
-    sides = [feature_size(side, output_stride) for side in image_size]
-    useless = [rate for rate in rates if rate >= max(sides)]
-    if not useless:
-        return
-    message = (f"ASPP rates {tuple(rates)} at output stride {output_stride} on {where} "
-               f"{tuple(image_size)} (feature map {sides[0]}x{sides[1]}): rate(s) "
-               f"{tuple(useless)} >= the feature map side {max(sides)}, so every non-centre "
-               "tap reads padding and those branches act as 1x1 convolutions")
-    if len(useless) == len(rates):
-        raise ValueError(message + ". Set config.model.atrous_rates to rates below "
-                         f"{max(sides)} (the paper's (6, 12, 18) suit 513x513 crops at "
-                         "output stride 16), or train on larger crops.")
-    logging.warning("%s.", message)
+    for path in overrides:
+        parts = path.split(".")
+        if (len(parts) > 2 and parts[0] == "model" and parts[1] in models.MODELS
+                and parts[1] != config.model.architecture):
+            raise ValueError(
+                f"--config.{path} sets a field of model {parts[1]!r}, but "
+                f"config.model.architecture={config.model.architecture!r}: it would change "
+                f"nothing. Add --config.model.architecture={parts[1]}, or drop it.")
+
+
+def config_from_flag(config_flag: Any) -> ml_collections.ConfigDict:
+    """The config of a `--config` flag (config_flags.DEFINE_config_file), overrides checked."""
+    config = config_flag.value
+    check_overrides(config, config_flags.get_override_values(config_flag))
+    return config
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -108,6 +107,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     check_known_fields(config)
     config = ml_collections.ConfigDict(config.to_dict())
     model = config.model
+    module = models.model_module(model.architecture)
     if model.depth not in UNITS_PER_BLOCK:
         raise ValueError(f"config.model.depth={model.depth} is not one of "
                          f"{sorted(UNITS_PER_BLOCK)}.")
@@ -115,28 +115,28 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         config.eval.output_stride = model.output_stride
     for name, output_stride in (("model", model.output_stride),
                                 ("eval", config.eval.output_stride)):
-        if output_stride not in VALID_OUTPUT_STRIDES:
+        if output_stride not in module.OUTPUT_STRIDES:
             raise ValueError(f"config.{name}.output_stride={output_stride} is not one of "
-                             f"{VALID_OUTPUT_STRIDES}.")
-    if not model.atrous_rates:
-        model.atrous_rates = default_atrous_rates(model.output_stride)
-    for name, output_stride in (("model", model.output_stride),
-                                ("eval", config.eval.output_stride)):
+                             f"{module.OUTPUT_STRIDES}, the output strides model "
+                             f"{model.architecture!r} runs at.")
         try:
             strides_and_rates(output_stride, UNITS_PER_BLOCK[model.depth], model.multi_grid)
         except ValueError as error:
             raise ValueError(f"config.{name}.output_stride / config.model.multi_grid: "
                              f"{error}") from error
-    eval_model = eval_model_config(config)  # Raises if the rates do not carry over.
+    if model.aux_loss_weight is None:
+        model.aux_loss_weight = module.AUX_LOSS_WEIGHT
+    if model.aux_loss_weight < 0:
+        raise ValueError(f"config.model.aux_loss_weight={model.aux_loss_weight} must be >= 0.")
     for name in ("crop_size", "canvas_size"):
         if len(config.data[name]) != 2 or min(config.data[name]) < 1:
             raise ValueError(f"config.data.{name}={config.data[name]} must be (height, width), "
                              "both >= 1.")
-    if model.architecture == "deeplabv3":
-        check_atrous_rates_fit(tuple(model.atrous_rates), tuple(config.data.crop_size),
-                               model.output_stride, "training crops")
-        check_atrous_rates_fit(tuple(eval_model.atrous_rates), tuple(config.data.canvas_size),
-                               eval_model.output_stride, "evaluation canvases")
+    if hasattr(module, "resolve"):
+        module.resolve(config, config.eval.output_stride)
+    for name in models.MODELS:  # the resolved config describes the chosen model only
+        if name != model.architecture and name in model:
+            del model[name]
     if config.num_train_steps < 1:
         raise ValueError(f"config.num_train_steps={config.num_train_steps} must be >= 1.")
     for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",
@@ -154,21 +154,22 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 def eval_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The model config at the evaluation output stride.
+    """The model config at the evaluation output stride (`config` resolved).
 
-    The ASPP rates scale with the stride, train rate * train stride / eval stride, so rates
-    trained at 16 double at 8 (Sec. 4.2: "rates are doubled when output_stride = 8").
+    The model's own `at_output_stride` carries its block over: ASPP rates scale with the
+    stride, train rate * train stride / eval stride, so rates trained at 16 double at 8
+    (Sec. 4.2: "rates are doubled when output_stride = 8").
     """
     model = ml_collections.ConfigDict(config.model.to_dict())
-    train_stride, eval_stride = model.output_stride, config.eval.output_stride
-    rates = [rate * train_stride / eval_stride for rate in model.atrous_rates]
-    if any(rate != int(rate) or rate < 1 for rate in rates):
-        raise ValueError(
-            f"ASPP rates {tuple(model.atrous_rates)} at output stride {train_stride} do not "
-            f"give whole rates at eval output stride {eval_stride} ({rates}); set "
-            "config.model.atrous_rates to multiples of the stride ratio.")
-    model.atrous_rates = tuple(int(rate) for rate in rates)
-    model.output_stride = eval_stride
+    return _at_output_stride(model, config.eval.output_stride)
+
+
+def _at_output_stride(model: ml_collections.ConfigDict,
+                      output_stride: int) -> ml_collections.ConfigDict:
+    module = models.model_module(model.architecture)
+    if hasattr(module, "at_output_stride") and output_stride != model.output_stride:
+        module.at_output_stride(model[model.architecture], model.output_stride, output_stride)
+    model.output_stride = output_stride
     return model
 
 
@@ -176,15 +177,13 @@ def at_output_stride(config: ml_collections.ConfigDict, train_stride: int,
                      eval_stride: int) -> ml_collections.ConfigDict:
     """`config` trained at `train_stride` and evaluated at `eval_stride`, resolved.
 
-    ASPP rates given in the config are those of its own stride: they are rescaled to the
-    train stride as `eval_model_config` rescales them to an eval stride, so an ablation
-    over strides keeps the same field of view in pixels (Sec. 4.2). Raises if they do not
-    stay whole numbers.
+    What the model derives from its stride (ASPP rates) is taken at the config's own stride
+    and carried to the train stride as `eval_model_config` carries it to an eval stride, so
+    an ablation over strides keeps the same field of view in pixels (Sec. 4.2). Raises if
+    rates do not stay whole numbers.
     """
-    config = resolve_config(config)  # rates filled in at the config's own stride
-    config.eval.output_stride = train_stride
-    config.model.atrous_rates = eval_model_config(config).atrous_rates
-    config.model.output_stride = train_stride
+    config = resolve_config(config)  # derived values at the config's own stride
+    config.model = _at_output_stride(config.model, train_stride)
     config.eval.output_stride = eval_stride
     return resolve_config(config)
 

@@ -11,6 +11,7 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
+from deeplab_jax import config_lib
 from deeplab_jax.inference.export import DEFAULT_PLATFORMS, export
 from deeplab_jax.inference.export import load_exported  # noqa: F401  (the older import path)
 from deeplab_jax.reporting.command_line import start_command
@@ -33,8 +34,8 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     start_command(argv)
     FLAGS = flags.FLAGS
-    export(FLAGS.config, FLAGS.workdir, FLAGS.output, step=FLAGS.step, height=FLAGS.height,
-           width=FLAGS.width, platforms=FLAGS.platforms)
+    export(config_lib.config_from_flag(FLAGS["config"]), FLAGS.workdir, FLAGS.output,
+           step=FLAGS.step, height=FLAGS.height, width=FLAGS.width, platforms=FLAGS.platforms)
 
 
 if __name__ == "__main__":

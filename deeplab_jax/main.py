@@ -28,7 +28,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import train
+from deeplab_jax import config_lib, train
 from deeplab_jax.reporting.command_line import start_command
 from deeplab_jax.training import preemption
 
@@ -55,18 +55,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     start_command(argv)
+    config = config_lib.config_from_flag(FLAGS["config"])  # before jax.distributed starts
     preemption.maybe_initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
         auto_detect=FLAGS.distributed,
         heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
     if FLAGS.mode == "train":
         try:
-            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+            train.train_and_evaluate(config, FLAGS.workdir)
         except preemption.Preempted as stop:
             logging.warning("%s Exit status %d.", stop, preemption.EXIT_PREEMPTED)
             sys.exit(preemption.EXIT_PREEMPTED)
     else:
-        train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+        train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
+from deeplab_jax import config_lib
 from deeplab_jax.inference import files
 from deeplab_jax.reporting.command_line import start_command
 
@@ -38,8 +39,8 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     start_command(argv)
     FLAGS = flags.FLAGS
-    files.predict(FLAGS.config, FLAGS.workdir, FLAGS.input, FLAGS.output, step=FLAGS.step,
-                  batch_size=FLAGS.batch_size)
+    files.predict(config_lib.config_from_flag(FLAGS["config"]), FLAGS.workdir, FLAGS.input,
+                  FLAGS.output, step=FLAGS.step, batch_size=FLAGS.batch_size)
 
 
 if __name__ == "__main__":

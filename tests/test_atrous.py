@@ -12,7 +12,7 @@ from jax import lax
 
 from deeplab_jax.models import get_model
 from deeplab_jax.models.atrous import ATROUS_IMPLS, AtrousConv, atrous_conv
-from deeplab_jax.models.deeplab import DeepLabV3
+from deeplab_jax.models.deeplabv3 import DeepLabV3
 from deeplab_jax.models.resnet import same_padding
 
 RATES = (1, 2, 3, 6)

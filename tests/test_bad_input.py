@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from deeplab_jax.data import augment, camvid, image_io, input_pipeline, labels
-from deeplab_jax.models.deeplab import MEAN_PIXEL
+from deeplab_jax.models.segmenter import MEAN_PIXEL
 
 PROPERTY = settings(max_examples=300, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -18,8 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_CAMVID = REPO_ROOT.parent / "shared/data/camvid"
 TOY = ("--config.data.image_scale=0.25 --config.data.canvas_size=(97,129) "
        "--config.data.crop_size=(65,97) --config.data.batch_size=8 --config.data.num_workers=2 "
-       "--config.model.depth=14 --config.model.width=8 --config.model.aspp_channels=16 "
-       "--config.model.multi_grid=(1,) --config.model.atrous_rates=(2,4,6) "
+       "--config.model.depth=14 --config.model.width=8 --config.model.deeplabv3.aspp_channels=16 "
+       "--config.model.multi_grid=(1,) --config.model.deeplabv3.atrous_rates=(2,4,6) "
        "--config.model.dtype=float32 --config.log_every_steps=20")
 
 pytestmark = [pytest.mark.slow,

@@ -28,15 +28,15 @@ def test_mistyped_config_field_is_an_error(tmp_path):
 def test_every_config_resolves():
     for module in (voc, voc_os8, synthetic, tiny):
         config = config_lib.resolve_config(module.get_config())
-        assert len(config.model.atrous_rates) == 3
-    assert config_lib.resolve_config(voc.get_config()).model.atrous_rates == (6, 12, 18)
-    assert config_lib.resolve_config(voc_os8.get_config()).model.atrous_rates == (12, 24, 36)
+        assert len(config.model.deeplabv3.atrous_rates) == 3
+    assert config_lib.resolve_config(voc.get_config()).model.deeplabv3.atrous_rates == (6, 12, 18)
+    assert config_lib.resolve_config(voc_os8.get_config()).model.deeplabv3.atrous_rates == (12, 24, 36)
 
 
 def test_eval_output_stride_rescales_the_rates():
     config = config_lib.resolve_config(voc.get_config())
     config.eval.output_stride = 8
-    assert config_lib.eval_model_config(config).atrous_rates == (12, 24, 36)
+    assert config_lib.eval_model_config(config).deeplabv3.atrous_rates == (12, 24, 36)
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -53,7 +53,7 @@ def test_bad_model_fields_are_refused_with_their_value(field, value, message):
 
 def test_rates_that_do_not_carry_to_the_eval_stride_are_refused():
     config = tiny.get_config()
-    config.model.atrous_rates = (1, 2, 3)
+    config.model.deeplabv3.atrous_rates = (1, 2, 3)
     config.eval.output_stride = 16
     with pytest.raises(ValueError, match="eval output stride 16"):
         config_lib.resolve_config(config)

@@ -54,12 +54,12 @@ def test_global_batch_not_divisible_by_the_devices(tmp_path, nothing_compiles):
 
 def test_atrous_rates_that_only_read_padding(tmp_path, nothing_compiles, caplog):
     config = tiny.get_config()  # 33x33 crops at output stride 8: a 5x5 feature map
-    config.model.atrous_rates = (5, 10, 15)
+    config.model.deeplabv3.atrous_rates = (5, 10, 15)
     _refused(config, tmp_path, r"ASPP rates \(5, 10, 15\) at output stride 8 on training "
                                r"crops \(33, 33\) \(feature map 5x5\)")
     # Some rates too large: a warning (they still work on larger evaluation images).
     config = tiny.get_config()
-    config.model.atrous_rates = (2, 4, 6)
+    config.model.deeplabv3.atrous_rates = (2, 4, 6)
     with caplog.at_level(logging.WARNING):
         config_lib.resolve_config(config)
     assert any("rate(s) (6,) >= the feature map side 5" in r.getMessage()

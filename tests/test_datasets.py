@@ -104,8 +104,8 @@ def test_camvid_config_trains_and_evaluates_on_the_real_folder(tmp_path):
     augmentation, training, checkpoint and evaluation of all 101 val images."""
     config = _camvid_folder_config(image_scale=0.125, canvas_size=(49, 65),
                                    crop_size=(33, 49), batch_size=8, num_workers=2)
-    config.model.update(depth=14, width=8, aspp_channels=16, output_stride=16,
-                        multi_grid=(1,), atrous_rates=(1, 2, 3))
+    config.model.update(depth=14, width=8, output_stride=16, multi_grid=(1,))
+    config.model.deeplabv3.update(aspp_channels=16, atrous_rates=(1, 2, 3))
     config.eval.update(batch_size=8, num_visualizations=2)
     config.update(num_train_steps=2, log_every_steps=1, eval_every_steps=2,
                   checkpoint_every_steps=2)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deeplab_jax.analysis import dilation
-from deeplab_jax.models.deeplab import DeepLabV3
+from deeplab_jax.models.deeplabv3 import DeepLabV3
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, ResNetV2, strides_and_rates
 
 

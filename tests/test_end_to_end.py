@@ -57,7 +57,7 @@ def test_run_writes_checkpoints_metrics_pictures_and_config(trained_workdir):
     assert any(name.startswith("events") for name in
                os.listdir(os.path.join(workdir, "tensorboard")))
     config = json.load(open(os.path.join(workdir, "config.json")))
-    assert config["model"]["atrous_rates"] == [2, 4, 6]  # resolved values are recorded
+    assert config["model"]["deeplabv3"]["atrous_rates"] == [2, 4, 6]  # resolved values are recorded
     # The training curve and the timing record.
     assert os.path.getsize(os.path.join(workdir, curves.CURVE_FILE)) > 1000
     scalars = curves.read_scalars(os.path.join(workdir, "tensorboard"))
@@ -140,7 +140,7 @@ def test_init_from_starts_a_new_stage_from_another_run(trained_workdir, tmp_path
     config.optim.base_learning_rate = 0.0
     config.optim.freeze_bn = True
     config.model.output_stride = 16  # a second stage at another stride, as in the paper
-    config.model.atrous_rates = (1, 2, 3)
+    config.model.deeplabv3.atrous_rates = (1, 2, 3)
     second = str(tmp_path / "second_stage")
     train.train_and_evaluate(config, second)
     assert os.listdir(os.path.join(second, "checkpoints")) == ["1"]

@@ -10,7 +10,7 @@ import pytest
 from deeplab_jax import parallel
 from deeplab_jax.evaluation import evaluate, outputs
 from deeplab_jax.data import input_pipeline
-from deeplab_jax.models.deeplab import DeepLabV3
+from deeplab_jax.models.deeplabv3 import DeepLabV3
 from random_source import NUM_CLASSES, RandomSource
 
 

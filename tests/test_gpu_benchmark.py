@@ -53,7 +53,7 @@ def test_training_step_benchmark_jax_half(tmp_path):
 
 def test_model_flops_match_the_layer_count():
     """forward_flops on the paper's R101 at OS16: the layer-by-layer count, within 3%."""
-    from deeplab_jax.models.deeplab import DeepLabV3
+    from deeplab_jax.models.deeplabv3 import DeepLabV3
 
     flops = forward_flops(DeepLabV3(num_classes=21, depth=101, output_stride=16), 513)
     # shared/notes/performance.md: 142.1 GFLOP forward (71.06 GMAC) at 513, OS16.
@@ -90,7 +90,7 @@ def test_ours_is_the_real_config_at_the_setting():
         assert config.data[field] == paper.data[field]
     assert (config.model.depth, config.model.output_stride, config.model.dtype,
             config.model.atrous_impl, config.model.width) == (50, 8, "bfloat16", "taps", 8)
-    assert tuple(config.model.atrous_rates) == (12, 24, 36)  # the paper's rates at OS8
+    assert tuple(config.model.deeplabv3.atrous_rates) == (12, 24, 36)  # the paper's rates at OS8
     assert tuple(config.data.crop_size) == (129, 129) and config.data.batch_size == 4
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deeplab_jax.models.aspp import default_atrous_rates
-from deeplab_jax.models.deeplab import DeepLabV3
+from deeplab_jax.models.deeplabv3 import DeepLabV3
 from deeplab_jax.models.resize import interpolation_matrix, resize_bilinear
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, ResNetV2, same_padding, strides_and_rates
 
@@ -133,7 +133,7 @@ def test_atrous_rate_grows_the_receptive_field():
         variables = model.init(jax.random.key(0), images, train=False)
 
         def centre_feature(x):
-            features = model.apply(variables, x, train=False)
+            features = model.apply(variables, x, train=False)["out"]
             return features[0, 24, 24].sum()  # centre of the 49x49 OS8 map
 
         grad = np.abs(np.asarray(jax.grad(centre_feature)(images))).sum(axis=(0, 2, 3))

@@ -26,10 +26,10 @@ from tensorflow.python.framework import ops as tf_ops
 from tf_slim.nets import resnet_utils, resnet_v2
 
 from configs import tiny
-from deeplab_jax import train
+from deeplab_jax import config_lib, models, train
 from deeplab_jax.models import pretrained
 from deeplab_jax.training import step as train_step_lib
-from deeplab_jax.models import deeplab as deeplab_lib
+from deeplab_jax.models import segmenter as deeplab_lib
 from deeplab_jax.models import get_model
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, ResNetV2, strides_and_rates
 
@@ -149,7 +149,7 @@ def _ours(converted, output_stride, multi_grid, x):
     params, batch_stats = converted
     features, state = apply({"params": params, "batch_stats": batch_stats}, jnp.asarray(x))
     return {**{block: np.asarray(state["intermediates"][block]["output"][0])
-               for block in BLOCKS}, "postnorm": np.asarray(features)}
+               for block in BLOCKS}, "postnorm": np.asarray(features["out"])}
 
 
 def _assert_close(ours, theirs, what):
@@ -250,8 +250,8 @@ def test_logits_global_step_and_slots_are_skipped_and_reported(slim_variables, c
 def _target(depth=TINY_DEPTH, width=8):
     """Abstract (params, batch_stats) of a DeepLabV3 with this backbone."""
     config = tiny.get_config()
-    config.model.update(depth=depth, width=width, atrous_rates=(1, 2, 3),
-                        multi_grid=(1,) * UNITS_PER_BLOCK[depth][3])
+    config.model.update(depth=depth, width=width, multi_grid=(1,) * UNITS_PER_BLOCK[depth][3])
+    config.model.deeplabv3.atrous_rates = (1, 2, 3)
     model = get_model(config.model, num_classes=3)
     shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                             jax.ShapeDtypeStruct((1, 33, 33, 3), jnp.float32))
@@ -302,6 +302,26 @@ def test_load_backbone_replaces_the_backbone_and_keeps_the_head(tiny_checkpoint)
         variables["resnet_v2_14/postnorm/moving_variance"])
     assert (jax.tree.structure(params), jax.tree.structure(batch_stats)) == (
         jax.tree.structure(target[0]), jax.tree.structure(target[1]))
+
+
+@pytest.mark.parametrize("name", [name for name in models.MODELS if name != "per_pixel"])
+def test_the_imported_backbone_loads_into_every_resnet_model(tiny_checkpoint, name):
+    """One backbone, many heads: slim's weights fit every model's `backbone`, unchanged."""
+    prefix, variables = tiny_checkpoint
+    config = tiny.get_config()
+    config.model.architecture = name
+    config.model.output_stride = models.MODELS[name].OUTPUT_STRIDES[0]
+    config = config_lib.resolve_config(config)
+    model = get_model(config.model, num_classes=3)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                            jax.ShapeDtypeStruct((1, 33, 33, 3), jnp.float32))
+    params, batch_stats = pretrained.load_backbone(prefix, shapes["params"],
+                                                   shapes["batch_stats"])
+    np.testing.assert_array_equal(
+        params["backbone"]["block3"]["unit01"]["conv2_norm"]["scale"],
+        variables["resnet_v2_14/block3/unit_1/bottleneck_v2/conv2/BatchNorm/gamma"])
+    assert {key: value for key, value in params.items() if key != "backbone"} == {
+        key: value for key, value in shapes["params"].items() if key != "backbone"}
 
 
 def _load_modified(tmp_path, variables, depth=TINY_DEPTH):

@@ -16,9 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_at_output_stride_rescales_the_config_rates():
     config = synthetic.get_config()  # rates (2, 4, 6) at output stride 8
     at16 = config_lib.at_output_stride(config, 16, 8)
-    assert at16.model.output_stride == 16 and tuple(at16.model.atrous_rates) == (1, 2, 3)
+    assert at16.model.output_stride == 16 and tuple(at16.model.deeplabv3.atrous_rates) == (1, 2, 3)
     assert at16.eval.output_stride == 8
-    assert tuple(config_lib.eval_model_config(at16).atrous_rates) == (2, 4, 6)
+    assert tuple(config_lib.eval_model_config(at16).deeplabv3.atrous_rates) == (2, 4, 6)
     with pytest.raises(ValueError, match="whole rates"):
         config_lib.at_output_stride(config, 32, 32)  # (0.5, 1, 1.5)
 

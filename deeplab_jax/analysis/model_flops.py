@@ -24,8 +24,9 @@ def forward_flops(model: Any, height: int, width: int | None = None) -> float:
         jaxprs_in_params = jax.core.jaxprs_in_params
     images = jax.ShapeDtypeStruct((1, height, width or height, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
-    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=True,
-                                                    mutable=["batch_stats"]))(variables, images)
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(
+        v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}))(
+            variables, images)
     total = 0.0
 
     def visit(jaxpr):

@@ -23,7 +23,7 @@ import numpy as np
 
 from deeplab_jax.evaluation import metrics
 from deeplab_jax.evaluation.per_image import PerImageStats
-from deeplab_jax.models.deeplab import MEAN_PIXEL
+from deeplab_jax.models.segmenter import MEAN_PIXEL
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.reporting.eta import ProgressLog
 

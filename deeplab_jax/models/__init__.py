@@ -1,51 +1,64 @@
-"""Models. `get_model(config.model, num_classes)` is the one entry point."""
+"""Models by name: one file per model, one line in `MODELS`, one config block.
+
+`config.model.architecture` names the model; `config.model.<name>` is its block (its own
+fields, defined by the model file's `default_config`), and the fields directly under
+`config.model` are the shared backbone (depth, width, output stride, multi-grid, dtype, BN,
+the auxiliary loss weight). A model file defines:
+
+- `build(model_config, num_classes)`: the flax module;
+- `default_config()`: its block, with a comment per field;
+- `OUTPUT_STRIDES`: the output strides it can run at;
+- `AUX_LOSS_WEIGHT`: its default weight of the auxiliary FCN head on block3 (`segmenter.py`);
+- optionally `resolve(config, eval_stride)`: its derived values and checks (a resolved copy
+  of the whole config, changed in place), and `at_output_stride(block, train, eval)`: its
+  block for evaluation at another output stride.
+
+Adding a model touches neither the training loop, the evaluation, the checkpoint code nor
+the other models: write its file, add its line here.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import difflib
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from deeplab_jax.models.atrous import ATROUS_IMPLS
-from deeplab_jax.models.deeplab import DeepLabV3
-from deeplab_jax.models.per_pixel import PerPixelClassifier
+from deeplab_jax.models import (deeplabv2, deeplabv3, deeplabv3plus, dilated_fcn, fcn,
+                                per_pixel, pspnet)
 
 if TYPE_CHECKING:  # only an annotation: building a model does not need ml_collections
     import ml_collections
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-ARCHITECTURES = ("deeplabv3", "per_pixel")
+MODELS: dict[str, Any] = {
+    "deeplabv3": deeplabv3,  # Chen et al. 2017, the paper this codebase reproduces
+    "deeplabv3plus": deeplabv3plus,  # Chen et al. 2018: ASPP + a stride-4 decoder
+    "deeplabv2": deeplabv2,  # Chen et al. 2017 (TPAMI): ASPP by sum, no BN
+    "pspnet": pspnet,  # Zhao et al. 2017: pyramid pooling
+    "fcn": fcn,  # Long et al. 2015: FCN-32s/16s/8s on the un-dilated backbone
+    "dilated_fcn": dilated_fcn,  # torchvision's and mmsegmentation's FCN head at OS 8/16
+    "per_pixel": per_pixel,  # the control: 1x1 convolutions only, no spatial context
+}
+
+
+def model_module(name: str) -> Any:
+    """The file of model `name`.
+
+    Raises:
+      ValueError: an unknown name, with the closest known one.
+    """
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=1)
+        raise ValueError(f"config.model.architecture={name!r} is not a model"
+                         + (f" (did you mean {close[0]!r}?)" if close else "")
+                         + f"; the models are {sorted(MODELS)}.")
+    return MODELS[name]
+
+
+def default_blocks() -> dict[str, Any]:
+    """Every model's config block, by name (configs/voc.py puts them all in the schema)."""
+    return {name: module.default_config() for name, module in MODELS.items()}
 
 
 def get_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-    """Builds the model of `config.model`; the dtype string is resolved here, once.
-
-    'deeplabv3' is the paper's model; 'per_pixel' is the 1x1-convolutions-only control
-    (its width is `aspp_channels`). `atrous_impl` picks how 3x3 atrous convolutions run
-    (models/atrous.py); a config without the field gets "xla".
-    """
-    if model_config.dtype not in DTYPES:
-        raise ValueError(
-            f"config.model.dtype={model_config.dtype!r} is not supported; use one of "
-            f"{sorted(DTYPES)}.")
-    common = dict(num_classes=num_classes, dtype=DTYPES[model_config.dtype],
-                  bn_momentum=model_config.bn_momentum, bn_epsilon=model_config.bn_epsilon)
-    if model_config.architecture == "per_pixel":
-        return PerPixelClassifier(width=model_config.aspp_channels, **common)
-    if model_config.architecture != "deeplabv3":
-        raise ValueError(f"config.model.architecture={model_config.architecture!r} is not one "
-                         f"of {ARCHITECTURES}.")
-    atrous_impl = model_config.get("atrous_impl", "xla")
-    if atrous_impl not in ATROUS_IMPLS:
-        raise ValueError(f"config.model.atrous_impl={atrous_impl!r} is not one of "
-                         f"{ATROUS_IMPLS}.")
-    return DeepLabV3(
-        depth=model_config.depth,
-        output_stride=model_config.output_stride,
-        multi_grid=tuple(model_config.multi_grid),
-        atrous_rates=tuple(model_config.atrous_rates) if model_config.atrous_rates else None,
-        aspp_channels=model_config.aspp_channels,
-        width=model_config.width,
-        atrous_impl=atrous_impl,
-        **common,
-    )
+    """Builds the model `config.model.architecture` names, from its block."""
+    return model_module(model_config.architecture).build(model_config, num_classes)

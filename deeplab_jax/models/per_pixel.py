@@ -2,7 +2,8 @@
 
 The control for the synthetic dataset, whose classes differ by shape alone: a model without
 spatial context cannot beat predicting the majority class by much, and the gap to DeepLabv3
-measures what context buys. Same interface as DeepLabV3.
+measures what context buys. Same interface as DeepLabV3; no backbone, so no pretrained
+weights, no output stride and no auxiliary head.
 """
 from __future__ import annotations
 
@@ -12,8 +13,37 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
-from deeplab_jax.models.deeplab import normalize_pixels
+from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
+
+OUTPUT_STRIDES = (8, 16, 32)  # any: the model has none, and ignores config.model.output_stride
+AUX_LOSS_WEIGHT = 0.0  # no block3 to put an auxiliary head on
+
+
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        width=64,  # channels of every 1x1 layer
+        num_layers=4,  # 1x1 conv + BN + ReLU layers before the classifier
+    ))
+
+
+def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
+    del eval_stride
+    if config.model.aux_loss_weight:
+        raise ValueError(f"config.model.aux_loss_weight={config.model.aux_loss_weight}: the "
+                         "per-pixel control has no backbone for an auxiliary head; set it to 0.")
+    if config.model.pretrained_backbone:
+        raise ValueError("config.model.pretrained_backbone: the per-pixel control has no "
+                         "ResNet backbone to load ImageNet weights into.")
+
+
+def build(model_config: ml_collections.ConfigDict, num_classes: int) -> "PerPixelClassifier":
+    block = model_config.per_pixel
+    return PerPixelClassifier(num_classes=num_classes, width=block.width,
+                              num_layers=block.num_layers, dtype=compute_dtype(model_config),
+                              bn_momentum=model_config.bn_momentum,
+                              bn_epsilon=model_config.bn_epsilon)
 
 
 class PerPixelClassifier(nn.Module):

@@ -188,7 +188,7 @@ def _depth_of(backbone_params: dict) -> int:
 
 def _check_input_convention(recorded: str = INPUT_CONVENTION) -> None:
     """The weights expect [-1, 1] inputs: the model's own scaling and the file must agree."""
-    from deeplab_jax.models.deeplab import normalize_pixels
+    from deeplab_jax.models.segmenter import normalize_pixels
     scaled = np.asarray(normalize_pixels(np.array([0.0, 127.5, 255.0], np.float32)))
     if recorded != INPUT_CONVENTION or not np.allclose(scaled, [-1.0, 0.0, 1.0], atol=1e-6):
         raise ValueError(
@@ -244,7 +244,7 @@ def load_backbone(path: str, params: dict, batch_stats: dict) -> tuple[dict, dic
     """
     if "backbone" not in params:
         raise ValueError("config.model.pretrained_backbone needs a model with a ResNet-v2 "
-                         "'backbone' (architecture 'deeplabv3').")
+                         "'backbone' (every config.model.architecture but 'per_pixel').")
     depth = _depth_of(params["backbone"])
     if path.endswith(".npz"):
         flat, metadata = _read_npz(path)

@@ -9,6 +9,16 @@ checkpoints map onto our parameters by name:
 - the stride sits on the LAST unit of blocks 1-3 (slim's `resnet_v2_block`);
 - a final BN+ReLU (`postnorm`) since pre-activation units leave their output unnormalised.
 
+Features at every stage (`ResNetV2` returns a dict): heads that read more than the last
+block (the DeepLabv3+ and U-Net decoders, FCN's skips, the auxiliary head) get the stage
+outputs *un-normalised*, as the pre-activation units leave them, and apply their own BN+ReLU
+(`segmenter.preactivate`), the way the next unit's `preact_norm` would. Only the final output
+goes through the backbone's `postnorm`. So the backbone's parameters are exactly TF-slim's
+whichever head reads it, and its ImageNet checkpoints load into every ResNet-based model.
+Because slim puts the stride on the *last* unit of a block, a block's output is at twice
+the stride of its units: the stride-4 feature is the input of block1's last unit (block1's
+own output is at stride 8), and so on.
+
 Output stride (DeepLabv3 Sec. 3.1): once the running stride reaches the target, later strides
 become atrous rates instead (slim's `stack_blocks_dense`), and block4 multiplies its rate by
 the multi-grid factors (Sec. 3.2). Strides and rates are resolved by `strides_and_rates`, a
@@ -140,19 +150,29 @@ class ResNetBlock(nn.Module):
     atrous_conv: ModuleDef
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Returns (the block's output, the input of its last unit)."""
+        last_input = x
         for unit_index, (stride, rate) in enumerate(self.units):
+            last_input = x
             x = BottleneckUnitV2(
                 depth=4 * self.depth_bottleneck, depth_bottleneck=self.depth_bottleneck,
                 stride=stride, rate=rate, conv=self.conv, norm=self.norm,
                 atrous_conv=self.atrous_conv, name=f"unit{unit_index + 1:02d}")(x, train=train)
         # Probes read intermediates['backbone']['block4']['output'].
         self.sow("intermediates", "output", x)
-        return x
+        return x, last_input
 
 
 class ResNetV2(nn.Module):
-    """Pre-activation ResNet-v2 feature extractor, [B, H, W, 3] -> [B, H/os, W/os, 32*width].
+    """Pre-activation ResNet-v2 feature extractor: [B, H, W, 3] -> a dict of features.
+
+    Returns:
+      'out': [B, H/os, W/os, 32*width], the last block after `postnorm` (BN+ReLU): what
+        DeepLabv3's ASPP reads;
+      'block1'..'block4': each block's output, un-normalised;
+      'stride4', 'stride8', ... up to 'stride{os}': the last activation at each stride,
+        un-normalised (for os: the last block's output, before `postnorm`).
 
     Attributes:
       depth: a key of UNITS_PER_BLOCK (14, 26, 50, 101, 152).
@@ -176,7 +196,7 @@ class ResNetV2(nn.Module):
     atrous_impl: str = "xla"
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
         if self.depth not in UNITS_PER_BLOCK:
             raise ValueError(
                 f"ResNet depth {self.depth} is not defined; use one of {sorted(UNITS_PER_BLOCK)}.")
@@ -193,8 +213,15 @@ class ResNetV2(nn.Module):
         x = conv(self.width, (7, 7), strides=2, padding=same_padding(7, 2, 1), use_bias=True,
                  name="root_conv")(x.astype(self.dtype))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        features, stride = {}, ROOT_STRIDE
         for block_index, units in enumerate(plan):
-            x = ResNetBlock(units=tuple(units), depth_bottleneck=self.width * 2**block_index,
-                            conv=conv, norm=norm, atrous_conv=atrous_conv,
-                            name=f"block{block_index + 1}")(x, train=train)
-        return nn.relu(norm(name="postnorm")(x, use_running_average=not train))
+            x, last_input = ResNetBlock(
+                units=tuple(units), depth_bottleneck=self.width * 2**block_index, conv=conv,
+                norm=norm, atrous_conv=atrous_conv, name=f"block{block_index + 1}")(x, train=train)
+            if units[-1][0] > 1:  # the last unit strided: its input ends the current stride
+                features[f"stride{stride}"] = last_input
+                stride *= units[-1][0]
+            features[f"block{block_index + 1}"] = x
+        features[f"stride{stride}"] = x
+        features["out"] = nn.relu(norm(name="postnorm")(x, use_running_average=not train))
+        return features

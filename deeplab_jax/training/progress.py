@@ -28,7 +28,7 @@ from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.eta import format_duration
 from deeplab_jax.reporting.writer import MetricWriter
 
-SUM_METRICS = ("loss_sum", "valid_pixels", "correct_pixels", "skipped_steps")
+SUM_METRICS = ("loss_sum", "aux_loss_sum", "valid_pixels", "correct_pixels", "skipped_steps")
 TIMING_FILE = "timing.json"
 
 
@@ -86,6 +86,8 @@ class TrainingProgress:
             "train/learning_rate": fetched["learning_rate"],
             "train/skipped_steps": total_skipped,
         }
+        if self.config.model.get("aux_loss_weight"):
+            scalars["train/aux_loss"] = fetched["aux_loss_sum"] / valid
         progress = ""
         seconds = time.time() - self._interval_start - self._interval_paused
         if done > self._interval_step and seconds > 0:  # not the compilation step alone

@@ -1,8 +1,9 @@
 """The train state, the optimizer and the pure, jit-compiled training step.
 
 One step: augment the batch on device (random scale, crop, flip), apply the model with batch
-statistics, masked softmax cross-entropy plus L2 weight decay on conv kernels, SGD with
-momentum on the poly schedule. Under `jax.jit` with a batch-sharded input, BatchNorm's mean
+statistics, masked softmax cross-entropy (plus the auxiliary head's, weighted, for models
+trained with one) plus L2 weight decay on conv kernels, SGD with momentum on the poly
+schedule. Under `jax.jit` with a batch-sharded input, BatchNorm's mean
 and variance cover the global batch (see `deeplab_jax/parallel.py`). A step whose loss, gradients or new
 BN statistics are not all finite is skipped inside the step: it changes nothing but the step
 counter, and reports itself in `metrics["skipped_steps"]`.
@@ -21,9 +22,10 @@ from flax.training import train_state
 
 from deeplab_jax.training import losses
 from deeplab_jax.data import augment
-from deeplab_jax.models.deeplab import MEAN_PIXEL
+from deeplab_jax.models.segmenter import AUX_COLLECTION, AUX_LOGITS, MEAN_PIXEL
 
 PyTree = Any
+DROPOUT_STREAM = 1  # the dropout key is the step's key folded with this (augmentation: the key)
 
 
 class TrainState(train_state.TrainState):
@@ -86,6 +88,7 @@ def augment_config_kwargs(data_config: ml_collections.ConfigDict) -> dict[str, A
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                learning_rate_fn: optax.Schedule, weight_decay: float, freeze_bn: bool,
                ignore_label: int, augment_kwargs: dict[str, Any],
+               aux_loss_weight: float = 0.0,
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimisation step on a global batch.
 
@@ -93,17 +96,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       state: the replicated train state.
       batch: 'image' uint8 [B, Hc, Wc, 3], 'label' uint8 [B, Hc, Wc], 'size' int32 [B, 2],
         examples padded onto a fixed canvas (see `input_pipeline.py`).
-      rng: a key for this step's augmentation; the loop derives it from the seed and the
-        step, so a resumed run draws the same augmentation.
+      rng: this step's key, for the augmentation (and, folded, for dropout); the loop
+        derives it from the seed and the step, so a resumed run draws the same ones.
       learning_rate_fn: the optimizer's schedule, for logging.
       weight_decay: L2 coefficient on conv kernels.
       freeze_bn: use and keep the running BN statistics (the paper's OS8 fine-tuning stage).
       ignore_label: label value excluded from the loss.
       augment_kwargs: static arguments of `augment.augment_batch`.
+      aux_loss_weight: weight of the auxiliary head's cross-entropy (0: the model is applied
+        without it; `models/segmenter.py`).
 
     Returns:
-      (new state, metrics): sums and counts (loss_sum, valid_pixels, correct_pixels,
-      skipped_steps) that add up across steps, plus the step's weight-decay term, learning
+      (new state, metrics): sums and counts (loss_sum, aux_loss_sum, valid_pixels,
+      correct_pixels, skipped_steps) that add up across steps, plus the step's weight-decay term, learning
       rate and gradient norm. When the loss, a gradient or a new BN statistic is not finite
       the update is skipped (`skipped_steps` = 1): the new state equals `state` but for
       `step`, and the sums are 0.
@@ -111,31 +116,42 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     images, labels = augment.augment_batch(rng, batch["image"], batch["label"], batch["size"],
                                            **augment_kwargs)
 
+    # Frozen BN: running statistics normalise and nothing updates them (train=False, which
+    # also turns dropout off). The auxiliary head runs only where its collection is mutable.
+    mutable = ([] if freeze_bn else ["batch_stats"]) + (
+        [AUX_COLLECTION] if aux_loss_weight else [])
+    rngs = {"dropout": jax.random.fold_in(rng, DROPOUT_STREAM)}
+
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        if freeze_bn:  # Running statistics normalise, and nothing updates them.
-            logits = state.apply_fn(variables, images, train=False)
-            new_batch_stats = state.batch_stats
+        if mutable:
+            logits, updates = state.apply_fn(variables, images, train=not freeze_bn,
+                                             mutable=mutable, rngs=rngs)
         else:
-            logits, updates = state.apply_fn(variables, images, train=True,
-                                             mutable=["batch_stats"])
-            new_batch_stats = updates["batch_stats"]
+            logits, updates = state.apply_fn(variables, images, train=False, rngs=rngs), {}
+        new_batch_stats = updates.get("batch_stats", state.batch_stats)
         loss_sum, valid_pixels = losses.softmax_cross_entropy_sum(
             logits, labels, ignore_label=ignore_label)
+        aux_sum = jnp.zeros((), jnp.float32)
+        if aux_loss_weight:
+            (aux_logits,) = updates[AUX_COLLECTION][AUX_LOGITS]
+            aux_sum, _ = losses.softmax_cross_entropy_sum(aux_logits, labels,
+                                                          ignore_label=ignore_label)
         decay = losses.l2_weight_decay(params, weight_decay)
         # Mean over the valid pixels of the global batch (slim's SUM_BY_NONZERO_WEIGHTS).
-        loss = loss_sum / jnp.maximum(valid_pixels, 1.0) + decay
-        return loss, (logits, loss_sum, valid_pixels, decay, new_batch_stats)
+        total = loss_sum + aux_loss_weight * aux_sum if aux_loss_weight else loss_sum
+        loss = total / jnp.maximum(valid_pixels, 1.0) + decay
+        return loss, (logits, loss_sum, aux_sum, valid_pixels, decay, new_batch_stats)
 
-    grads, (logits, loss_sum, valid_pixels, decay, new_batch_stats) = jax.grad(
+    grads, (logits, loss_sum, aux_sum, valid_pixels, decay, new_batch_stats) = jax.grad(
         loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, batch_stats=new_batch_stats)
 
     # A non-finite loss, gradient or BN statistic skips the update: parameters, optimizer
     # state (momentum, schedule count) and BN statistics stay exactly as they were; only the
     # step (the data position and the augmentation RNG) advances. The loop counts skips.
-    finite = (jnp.isfinite(loss_sum) & jnp.isfinite(decay) & all_finite(grads)
-              & all_finite(new_batch_stats))
+    finite = (jnp.isfinite(loss_sum) & jnp.isfinite(aux_sum) & jnp.isfinite(decay)
+              & all_finite(grads) & all_finite(new_batch_stats))
     new_state = new_state.replace(
         params=select_tree(finite, new_state.params, state.params),
         opt_state=select_tree(finite, new_state.opt_state, state.opt_state),
@@ -147,6 +163,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     metrics = {
         # Sums over the steps of a logging interval: a skipped step adds nothing.
         "loss_sum": zero_if_skipped(loss_sum),
+        "aux_loss_sum": zero_if_skipped(aux_sum),
         "valid_pixels": zero_if_skipped(valid_pixels),
         "correct_pixels": zero_if_skipped(correct.astype(jnp.float32)),
         "skipped_steps": 1.0 - finite.astype(jnp.float32),
@@ -194,7 +211,8 @@ def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,
         learning_rate_fn=create_learning_rate_schedule(config.optim, config.num_train_steps),
         weight_decay=config.optim.weight_decay, freeze_bn=config.optim.freeze_bn,
         ignore_label=config.data.ignore_label,
-        augment_kwargs=augment_config_kwargs(config.data))
+        augment_kwargs=augment_config_kwargs(config.data),
+        aux_loss_weight=float(config.model.get("aux_loss_weight") or 0.0))
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding, None),
                    out_shardings=(state_sharding, None),
                    donate_argnums=0 if donate_state else ())

@@ -38,9 +38,9 @@ def step_config(setting: Setting, args: Any) -> ml_collections.ConfigDict:
     model.depth, model.output_stride = setting.depth, setting.output_stride
     model.dtype, model.atrous_impl = setting.dtype, setting.atrous_impl
     model.multi_grid = multi_grid(setting.depth)
-    model.width, model.aspp_channels = args.width, args.aspp_channels
+    model.width, model.deeplabv3.aspp_channels = args.width, args.aspp_channels
     # None: the paper's rates at this stride; toy crops need smaller ones (config checks).
-    model.atrous_rates = tuple(int(r) for r in args.atrous_rates) if args.atrous_rates else None
+    model.deeplabv3.atrous_rates = tuple(int(r) for r in args.atrous_rates) if args.atrous_rates else None
     config.data.crop_size = (args.crop, args.crop)
     config.data.canvas_size = (args.canvas, args.canvas)
     config.data.batch_size = args.batch
@@ -107,7 +107,7 @@ def run(setting: Setting, args: Any) -> dict[str, Any]:
         framework="jax", setting=setting.name, depth=setting.depth,
         output_stride=setting.output_stride, dtype=setting.dtype,
         atrous_impl=setting.atrous_impl, batch=args.batch, crop=args.crop, width=args.width,
-        atrous_rates=list(config.model.atrous_rates), config="configs/voc.py",
+        atrous_rates=list(config.model.deeplabv3.atrous_rates), config="configs/voc.py",
         num_params=int(num_params), compile_s=compile_s, warmup_s=warmup_s,
         median_step_ms=1e3 * median, min_step_ms=1e3 * min(times),
         step_times_ms=[1e3 * t for t in times], pipelined_step_ms=1e3 * pipelined_s,

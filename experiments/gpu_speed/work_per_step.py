@@ -36,7 +36,7 @@ def ours(depth: int, output_stride: int, crop: int, num_classes: int) -> dict[st
     import jax
     import jax.numpy as jnp
 
-    from deeplab_jax.models.deeplab import DeepLabV3
+    from deeplab_jax.models.deeplabv3 import DeepLabV3
 
     # As the benchmark builds ours: ASPP rates derived from the stride, (6, 12, 18) at OS16.
     model = DeepLabV3(num_classes=num_classes, depth=depth, output_stride=output_stride,

@@ -11,7 +11,7 @@ step on one device (XLA FLOPs, time, memory; deeplab_jax/analysis/step_profile.p
 `results.json`, `results.md` (the paper's Appendix Table 10 layout: rows train stride,
 columns eval stride) and `results.png`.
 
-The config's `model.atrous_rates`, when given, are the rates at the config's own stride and
+The model's rates (e.g. `model.deeplabv3.atrous_rates`), when given, are the rates at the config's own stride and
 are rescaled to each train stride (rates must stay whole numbers).
 """
 from __future__ import annotations

@@ -1,0 +1,121 @@
+"""The comparison's protocol: one base config, one setting, one row per model.
+
+Every row trains `configs/camvid.py` with the setting's shared overrides (backbone depth
+and width, steps, schedule, batch, augmentation, seed: the same in every row) plus only the
+model-specific settings where the model's reference implementation differs: its output
+stride, its auxiliary-loss weight, and its head's widths and rates scaled to the setting's
+backbone the way DeepLabv3's are. `ROWS` says which, and the table prints it.
+
+Settings:
+- `cpu_small`: experiments/camvid's reduced CPU setting (90x120 images, crops 65x97, a
+  depth-14 width-16 ResNet-v2, batch 8, lr 0.1, 5000 steps): DeepLabv3 at OS16 is exactly
+  the run recorded there.
+- `full`: configs/camvid.py as it is (360x480, ResNet-50, batch 16), for a GPU.
+- `tiny`: `cpu_small` at 1/8 of the resolution for 2 steps: the test of this script.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from configs import camvid
+from deeplab_jax import config_lib, models
+
+# Shared by every row of a setting: dotted config field -> value.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "cpu_small": {
+        "data.image_scale": 0.25, "data.canvas_size": (97, 129), "data.crop_size": (65, 97),
+        "data.batch_size": 8, "data.num_workers": 2,
+        "model.depth": 14, "model.width": 16, "model.multi_grid": (1,),
+        "optim.base_learning_rate": 0.1, "num_train_steps": 5000,
+        "eval_every_steps": 2500, "checkpoint_every_steps": 2500, "log_every_steps": 250,
+    },
+    "full": {},
+}
+SETTINGS["tiny"] = {**SETTINGS["cpu_small"], "data.image_scale": 0.125,
+                    "data.canvas_size": (49, 65), "data.crop_size": (33, 49),
+                    "num_train_steps": 2, "eval_every_steps": 2, "checkpoint_every_steps": 2,
+                    "log_every_steps": 1}
+# Head widths and rates per setting, scaled like DeepLabv3's (cpu_small: ASPP 256 -> 64 at
+# width 16, rates (6, 12, 18) -> (2, 4, 6) at OS16 on 90x120 images: a third of the paper's).
+HEAD_SCALES: dict[str, dict[str, Any]] = {
+    "cpu_small": {
+        "model.deeplabv3.aspp_channels": 64, "model.deeplabv3.atrous_rates": (2, 4, 6),
+        "model.deeplabv3plus.aspp_channels": 64, "model.deeplabv3plus.atrous_rates": (2, 4, 6),
+        "model.deeplabv3plus.low_level_channels": 12,
+        "model.deeplabv3plus.decoder_channels": 64,
+        # Rates are given at the config's own stride (16) and carried to the row's: v2's
+        # (6, 12, 18, 24) at OS8 are (3, 6, 9, 12) at 16, and a third of those is this.
+        "model.deeplabv2.atrous_rates": (1, 2, 3, 4),
+        "model.pspnet.channels": 128, "model.dilated_fcn.channels": 128,
+        "model.per_pixel.width": 64,
+    },
+    "full": {},
+}
+HEAD_SCALES["tiny"] = HEAD_SCALES["cpu_small"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One model of the table and what it sets beyond the shared setting."""
+
+    name: str
+    architecture: str
+    output_stride: int
+    why: str  # where the row's own settings come from
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+ROWS = (
+    Row("DeepLabv3 OS16", "deeplabv3", 16, "the paper's training stride (Sec. 4.1)"),
+    Row("DeepLabv3 OS8", "deeplabv3", 8, "the paper's OS8 (rates doubled, Sec. 4.2)"),
+    Row("DeepLabv3+", "deeplabv3plus", 16,
+        "OS16, separable ASPP and decoder (the official code's defaults)"),
+    Row("PSPNet", "pspnet", 8, "OS8, auxiliary loss 0.4 (paper Sec. 3.4; mmsegmentation)"),
+    Row("FCN-8s", "fcn", 32, "OS32: the skip architecture on the un-dilated backbone",
+        (("model.fcn.variant", "8s"),)),
+    Row("FCN-32s", "fcn", 32, "OS32, no skips", (("model.fcn.variant", "32s"),)),
+    Row("Dilated FCN", "dilated_fcn", 8, "OS8, auxiliary loss 0.4 (mmsegmentation fcn_r50-d8)"),
+    Row("DeepLab v2", "deeplabv2", 8, "OS8, ASPP-L by sum, no BN in the head (the paper)"),
+    Row("per-pixel control", "per_pixel", 16, "1x1 convs only: no spatial context"),
+)
+
+
+def _set(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+    *sections, name = path.split(".")
+    node = config
+    for section in sections:
+        node = node[section]
+    node[name] = value
+
+
+def row_config(row: Row, setting: str) -> ml_collections.ConfigDict:
+    """configs/camvid.py with the setting's shared overrides and the row's own, resolved.
+
+    Rates given at the config's own stride are carried to the row's stride
+    (`config_lib.at_output_stride`), as the output-stride ablation does.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"--setting={setting!r} is not one of {sorted(SETTINGS)}.")
+    config = camvid.get_config()
+    for path, value in {**SETTINGS[setting], **HEAD_SCALES[setting]}.items():
+        _set(config, path, value)
+    config.model.architecture = row.architecture
+    for path, value in row.overrides:
+        _set(config, path, value)
+    if hasattr(models.MODELS[row.architecture], "at_output_stride"):
+        return config_lib.at_output_stride(config, row.output_stride, row.output_stride)
+    config.model.output_stride = row.output_stride
+    return config_lib.resolve_config(config)
+
+
+def row_settings(row: Row, resolved: ml_collections.ConfigDict) -> str:
+    """What the row sets beyond the shared setting, for the table."""
+    model = resolved.model
+    block = model.get(row.architecture)
+    fields = ", ".join(f"{key}={tuple(value) if isinstance(value, (list, tuple)) else value}"
+                       for key, value in (block.items() if block is not None else ()))
+    return (f"OS{model.output_stride}, aux {model.aux_loss_weight:g}"
+            + (f"; {fields}" if fields else ""))

@@ -1,0 +1,100 @@
+"""The comparison's files: results.json, results.md (the table) and predictions.png."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from deeplab_jax.data import datasets
+from deeplab_jax.inference.predictor import Predictor
+from deeplab_jax.inference.restore import restore_model
+from deeplab_jax.reporting import figures, machine, visualize
+from deeplab_jax.reporting.eta import format_duration
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = results["rows"]
+    lines = [f"# Baselines on one backbone: CamVid val, setting `{results['setting']}`", "",
+             f"Command: `{results['command']}`  ", f"Commit: `{results['commit']}`  ",
+             f"Machine: {machine.summary(results['machine'])}  ",
+             f"Wall time: {format_duration(results.get('wall_seconds', 0))} for "
+             f"{len(rows)} row(s)", "",
+             "Shared by every row: " + ", ".join(
+                 f"`{key}={value}`" for key, value in results["shared"].items())
+             + " (and everything else of `configs/camvid.py`: augmentation, schedule, seed).",
+             "", "| model | val mIoU | pixel acc. | mean acc. | params (M) | forward GFLOP / "
+             "image | train step (ms) | train img/s | XLA memory (MiB) | its own settings |",
+             "| --- " * 10 + "|"]
+    for row in rows:
+        memory = row["memory_bytes"]
+        lines.append(
+            f"| {row['name']} | **{row['miou']:.4f}** | {row['pixel_accuracy']:.4f} | "
+            f"{row['mean_accuracy']:.4f} | {row['params'] / 1e6:.2f} | "
+            f"{row['forward_gflops_per_image']:.3f} | {row['step_ms']:.1f} | "
+            f"{row['images_per_second']:.0f} | "
+            f"{'n/a' if memory is None else f'{memory / 2**20:.0f}'} | "
+            f"{row['settings']} ({row['why']}) |")
+    class_names = results["class_names"]
+    lines += ["", "Per-class IoU:", "",
+              "| model | " + " | ".join(class_names) + " |",
+              "| --- " * (len(class_names) + 1) + "|"]
+    for row in rows:
+        lines.append(f"| {row['name']} | " + " | ".join(
+            "n/a" if value is None else f"{value:.3f}" for value in row["per_class_iou"])
+            + " |")
+    lines += ["", "Train step: median of timed steps of the compiled training step on one "
+              "device, on a batch already in memory (`analysis/step_profile.py`); train img/s "
+              "and the wall times come from each run's `timing.json`. Forward GFLOP: every "
+              "convolution tap and matmul of one image at the crop size "
+              "(`analysis/model_flops.py`). XLA memory: the compiled step's buffers at the "
+              "batch size.", ""]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], output_dir: str) -> None:
+    with open(os.path.join(output_dir, "results.json"), "w") as file:
+        json.dump(results, file, indent=2)
+    with open(os.path.join(output_dir, "results.md"), "w") as file:
+        file.write(markdown(results))
+
+
+def write_predictions(results: dict[str, Any], configs: dict[str, Any], output_dir: str,
+                      num_pictures: int) -> str:
+    """predictions.png: the first val images, truth, then every model's prediction."""
+    first = configs[results["rows"][0]["name"]]
+    source = datasets.get_dataset(first.data, first.data.eval_split)
+    examples = [source[index] for index in range(min(num_pictures, len(source)))]
+    palette = source.palette
+    columns = [("image", [example["image"] for example in examples]),
+               ("truth", [visualize.colorize(example["label"], palette) for example in examples])]
+    for row in results["rows"]:
+        restored = restore_model(configs[row["name"]], row["workdir"])
+        labels = Predictor.from_restored(restored).predict([e["image"] for e in examples])
+        columns.append((f"{row['name']} ({row['miou']:.3f})",
+                        [visualize.colorize(label, palette) for label in labels]))
+    path = os.path.join(output_dir, "predictions.png")
+    visualize.save_png(path, _grid(columns))
+    return path
+
+
+def _grid(columns: list[tuple[str, list[np.ndarray]]], gap: int = 4, title: int = 18
+          ) -> np.ndarray:
+    """Columns of equally sized tiles under their titles, on white."""
+    height, width = columns[0][1][0].shape[:2]
+    scale = max(1, int(np.ceil(160 / width)))  # small tiles enlarged, nearest neighbour
+    height, width = height * scale, width * scale
+    rows = len(columns[0][1])
+    canvas = Image.new("RGB", (len(columns) * (width + gap), title + rows * (height + gap)),
+                       (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = figures.pil_font(11)
+    for index, (name, tiles) in enumerate(columns):
+        left = index * (width + gap)
+        draw.text((left + 2, 3), name[:28], fill=(0, 0, 0), font=font)
+        for row, tile in enumerate(tiles):
+            tile = np.repeat(np.repeat(np.asarray(tile, np.uint8), scale, 0), scale, 1)
+            canvas.paste(Image.fromarray(tile), (left, title + row * (height + gap)))
+    return np.asarray(canvas)
