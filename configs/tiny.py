@@ -19,6 +19,10 @@ def get_config():
     model.deeplabv2.atrous_rates = (1, 2, 3, 4)
     model.pspnet.update(bins=(1, 2, 3, 6), channels=16)
     model.dilated_fcn.channels = 16
+    model.unet.channels = (4, 8, 16, 32, 64)
+    model.unet_resnet.decoder_channels = (16, 8, 8)
+    model.segnet.width_divisor = 16
+    model.context_module.update(atrous_rates=(2, 4, 6), aspp_channels=16)
     model.per_pixel.width = 16
     config.eval.batch_size = 8
     config.eval.num_visualizations = 2

@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.folder = config_dict.placeholder(str)  # for source="folder": the extracted dataset
     data.num_workers = 8  # host threads decoding and padding examples (order unaffected)
     data.image_scale = 1.0  # < 1: resize the whole dataset once on the host (cheap CPU runs)
+    data.resize_to_fit = config_dict.placeholder(tuple)  # (short, long max): keep-ratio resize
     data.train_split = "train_aug"  # 10,582 images: SBD train+val + VOC train - VOC val
     data.eval_split = "val"  # 1,449 images
     data.canvas_size = (513, 513)  # (h, w) every example is padded to (VOC images <= 500)
@@ -74,6 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
     optim.momentum = 0.9  # SGD momentum
     optim.weight_decay = 1e-4  # L2 on conv kernels only, as TF-slim's resnet_arg_scope
     optim.freeze_bn = False  # True: train with frozen BN statistics (OS8 fine-tuning stage)
+    # Per-class loss weights: "none"; "median_frequency" (SegNet's balancing, computed from
+    # the training labels); or "explicit" (optim.class_weights, one per class).
+    optim.class_weighting = "none"
+    optim.class_weights = config_dict.placeholder(tuple)
 
     config.eval = evaluation = ml_collections.ConfigDict()
     evaluation.output_stride = config_dict.placeholder(int)  # None: the training stride
@@ -81,6 +86,19 @@ def get_config() -> ml_collections.ConfigDict:
     evaluation.flip = False  # also average the flipped input's probabilities
     evaluation.batch_size = 8  # global evaluation batch
     evaluation.num_visualizations = 6  # val images drawn as image | truth | prediction
+    # The fully connected CRF after the network (DeepLab v1/v2), in evaluation, prediction
+    # and export: deeplab_jax/evaluation/crf.py. Defaults: DeepLab v2 ResNet-101's for VOC,
+    # in pixels of the image it runs on (scale the two xy stds with the resolution).
+    evaluation.crf = crf = ml_collections.ConfigDict()
+    crf.enabled = False
+    crf.iterations = 10  # mean-field updates
+    crf.bilateral_weight = 4.0  # w1, the appearance kernel
+    crf.bilateral_xy_std = 67.0  # theta_alpha, pixels
+    crf.bilateral_rgb_std = 3.0  # theta_beta, colour levels
+    crf.gaussian_weight = 3.0  # w2, the smoothness kernel
+    crf.gaussian_xy_std = 1.0  # theta_gamma, pixels
+    crf.downsample = 4  # the appearance sum's grid stride (1: exact, every pixel pair, N^2)
+    crf.normalization = "symmetric"  # as densecrf/pydensecrf; "none": the paper's Eq. 3 as written
 
     config.num_train_steps = 30_000  # Sec. 4.1
     config.log_every_steps = 100

@@ -164,8 +164,8 @@ def test_unknown_impl_is_an_error():
         AtrousConv(4, (3, 3), rate=2, impl="bogus").init(jax.random.key(0), x)
     config = ml_collections.ConfigDict(dict(
         architecture="deeplabv3", dtype="float32", bn_momentum=0.9, bn_epsilon=1e-5, depth=14,
-        output_stride=16, multi_grid=(1,), atrous_rates=None, aspp_channels=8, width=8,
-        atrous_impl="bogus"))
+        output_stride=16, multi_grid=(1,), width=8, atrous_impl="bogus",
+        deeplabv3=dict(atrous_rates=None, aspp_channels=8)))
     with pytest.raises(ValueError, match=r"atrous_impl='bogus'.*taps"):
         get_model(config, 3)
     config.atrous_impl = "taps"

@@ -18,7 +18,6 @@ from deeplab_jax.models.segmenter import AUX_COLLECTION, AUX_LOGITS
 from deeplab_jax.training import step as train_step_lib
 
 NAMES = sorted(models.MODELS)
-BACKBONE_MODELS = [name for name in NAMES if name != "per_pixel"]
 
 
 def _config(name, output_stride=None, **model_fields):
@@ -37,6 +36,13 @@ def _shapes(tree):
 def _init_shapes(model, size=(65, 97)):
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                           jax.ShapeDtypeStruct((2, *size, 3), jnp.float32))
+
+
+# Slow checks, one per head: in the default suite only DeepLabv3's (its gradients here, its
+# 8-vs-1-device step in tests/test_train_step.py); the others with -m slow.
+SLOW_BUT_DEEPLABV3 = [name if name == "deeplabv3" else pytest.param(name, marks=pytest.mark.slow)
+                      for name in NAMES]
+SLOW_MESH_CHECK = [pytest.param(name, marks=pytest.mark.slow) for name in NAMES]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -76,10 +82,10 @@ def _loss_with_aux(model, variables, images, labels):
     return loss
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SLOW_BUT_DEEPLABV3)
 def test_every_parameter_receives_a_gradient(name):
     """With the auxiliary head on (where the model has a backbone): no dead parameter."""
-    weight = 0.0 if name == "per_pixel" else 0.4
+    weight = 0.4 if models.uses_resnet_backbone(name) else 0.0
     model = models.get_model(_config(name, aux_loss_weight=weight).model, 5)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.uniform(0, 255, (2, 65, 65, 3)), jnp.float32)
@@ -98,12 +104,6 @@ def test_every_parameter_receives_a_gradient(name):
 
 
 # Each compiles two full training steps (about 20-60 s on 2 cores): in the default suite for
-# DeepLabv3 (tests/test_train_step.py) and PSPNet (BN on pooled 1x1 maps, the auxiliary head,
-# dropout), the others with -m slow.
-SLOW_MESH_CHECK = [pytest.param(name, marks=pytest.mark.slow) if name != "pspnet" else name
-                   for name in NAMES]
-
-
 @pytest.mark.parametrize("name", SLOW_MESH_CHECK)
 def test_a_step_on_8_devices_equals_the_step_on_1(name):
     """Global BatchNorm (and the auxiliary head where the model has one) over the mesh."""
@@ -232,6 +232,7 @@ def test_resolved_config_keeps_only_the_chosen_block():
     assert [name for name in NAMES if name in config.model] == ["pspnet"]
 
 
+@pytest.mark.slow  # trains one model, restores into another (about 5 s idle)
 def test_a_checkpoint_of_one_model_is_refused_by_another_naming_both(tmp_path):
     from deeplab_jax import train  # pylint: disable=import-outside-toplevel
     from deeplab_jax.training.checkpoint import CheckpointMismatchError

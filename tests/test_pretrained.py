@@ -304,7 +304,8 @@ def test_load_backbone_replaces_the_backbone_and_keeps_the_head(tiny_checkpoint)
         jax.tree.structure(target[0]), jax.tree.structure(target[1]))
 
 
-@pytest.mark.parametrize("name", [name for name in models.MODELS if name != "per_pixel"])
+@pytest.mark.parametrize("name", [name for name in models.MODELS
+                                  if models.uses_resnet_backbone(name)])
 def test_the_imported_backbone_loads_into_every_resnet_model(tiny_checkpoint, name):
     """One backbone, many heads: slim's weights fit every model's `backbone`, unchanged."""
     prefix, variables = tiny_checkpoint

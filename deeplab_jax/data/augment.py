@@ -214,8 +214,10 @@ def pad_to_canvas(image: np.ndarray, label: np.ndarray,
     if h < 1 or w < 1:
         raise ValueError(f"empty example of size {(h, w)}")
     if h > hc or w > wc:
-        raise ValueError(f"example size {(h, w)} does not fit in canvas "
-                         f"{(hc, wc)}")
+        raise ValueError(f"example size {(h, w)} does not fit in canvas {(hc, wc)}: set "
+                         "config.data.canvas_size to at least that size (python -m "
+                         "deeplab_jax.data.check suggests one), or shrink the data "
+                         "(config.data.image_scale)")
     image_c = np.full((hc, wc, image.shape[2]), fill_pixel, np.uint8)
     label_c = np.full((hc, wc), ignore_label, np.uint8)
     image_c[:h, :w] = image

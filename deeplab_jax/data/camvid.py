@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from deeplab_jax.data import palettes
-from deeplab_jax.data import image_io, labels
+from deeplab_jax.data import image_io, labels, paired_files
 
 CLASSES = (  # (name, RGB colour) of the 11 classes, in index order, as SegNet publishes them
     ("Sky", (128, 128, 128)), ("Building", (128, 0, 0)), ("Pole", (192, 192, 128)),
@@ -232,14 +232,11 @@ def load_example(image_path: str | os.PathLike,
     """
     image = image_io.load_image(str(image_path))
     label = load_label(label_path)
-    if image.shape[:2] != label.shape:
-        raise ValueError(
-            f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (h x w) but its label "
-            f"{label_path} is {label.shape[0]}x{label.shape[1]}.")
+    labels.check_same_size(image, label, str(image_path), str(label_path))
     return {"image": image, "label": label}
 
 
-class CamVidFolder:
+class CamVidFolder(paired_files.PairedFiles):
     """A CamVid split read from a local folder, decoded lazily per item (no TensorFlow).
 
     `source[i]` is {'image': uint8 [h, w, 3], 'label': uint8 [h, w]} with labels 0..10 and
@@ -251,28 +248,27 @@ class CamVidFolder:
       check_counts: see `split_files`.
     """
 
+    dataset = "CamVid"
     class_names = CLASS_NAMES
     num_classes = NUM_CLASSES
     ignore_label = IGNORE_LABEL
+    load_example = staticmethod(load_example)
 
     def __init__(self, root: str | os.PathLike, split: str, check_counts: bool | None = None):
-        self.root = find_root(root)
-        self.split = split
-        self.files = split_files(self.root, split, check_counts=check_counts)
-        self.ids = tuple(Path(image).stem for image, _ in self.files)
-        self.palette = PALETTE.copy()
+        root = find_root(root)
+        super().__init__(root, split, split_files(root, split, check_counts=check_counts), PALETTE)
 
-    def __len__(self) -> int:
-        return len(self.files)
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        index = int(index)
-        if not -len(self.files) <= index < len(self.files):
-            raise IndexError(f"index {index} out of range for {len(self.files)} examples of "
-                             f"CamVid {self.split!r}")
-        image_path, label_path = self.files[index]
-        return load_example(image_path, label_path)
+# -- The dataset registry's interface (data/datasets.py) ---------------------------------
 
-    def __repr__(self) -> str:
-        return (f"CamVidFolder(root={str(self.root)!r}, split={self.split!r}, "
-                f"{len(self)} examples)")
+TFDS_BUILDER = "deeplab_jax.data.camvid_tfds"
+
+
+def dataset_info(data_config) -> dict:
+    del data_config
+    return {"class_names": CLASS_NAMES, "palette": PALETTE, "ignore_label": IGNORE_LABEL}
+
+
+def folder_source(data_config, split: str) -> CamVidFolder:
+    """A CamVid folder in either layout of the module docstring."""
+    return CamVidFolder(data_config.folder, split)

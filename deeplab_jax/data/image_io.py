@@ -72,7 +72,7 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _opened(path: str) -> Iterator[Image.Image]:
+def opened(path: str) -> Iterator[Image.Image]:
     """`Image.open(path)`; any error while it is open becomes `ImageReadError` naming `path`.
 
     PIL's decoders raise many types on bad bytes (OSError, SyntaxError, ValueError,
@@ -91,7 +91,7 @@ def load_image(path: str) -> np.ndarray:
     Raises:
       ImageReadError: naming the file, if it is not a readable image.
     """
-    with _opened(path) as image:
+    with opened(path) as image:
         pixels = to_rgb_uint8(ImageOps.exif_transpose(image))
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8 or not pixels.size:
         raise ImageReadError(f"Cannot read the image {path}: decoded to {pixels.dtype} "
@@ -101,7 +101,7 @@ def load_image(path: str) -> np.ndarray:
 
 def image_size(path: str) -> tuple[int, int]:
     """(height, width) of `path` as `load_image` returns it, from the header alone."""
-    with _opened(path) as image:
+    with opened(path) as image:
         width, height = image.size
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     # EXIF orientations 5-8 rotate by 90 degrees: exif_transpose swaps the sides.
@@ -116,6 +116,6 @@ def decodes_unchanged(path: str) -> bool:
     pixels is ~400 KB and slower to decode) and a reader decoding those bytes with PIL gets
     the same pixels.
     """
-    with _opened(path) as image:
+    with opened(path) as image:
         return (image.format in ("JPEG", "PNG") and image.mode == "RGB"
                 and image.getexif().get(EXIF_ORIENTATION, 1) == 1)

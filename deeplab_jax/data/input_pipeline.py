@@ -62,28 +62,35 @@ def host_rows(global_batch_size: int, process_index: int, process_count: int) ->
 def describe_example(source: ExampleSource, index: int) -> str:
     """'Example 7 of VocFolder (2007_000033)': the index, the source, and the files when known."""
     what = f"Example {index} of {type(source).__name__}"
-    for attribute in ("files", "ids"):  # CamVidFolder.files, VocFolder.ids (by index)
+    for attribute in ("files", "ids"):  # CamVidFolder.files, CustomFolder.files, VocFolder.ids
         names = getattr(source, attribute, None)
         if names is not None:
             try:
-                return f"{what} ({names[index]})"
+                name = names[index]
             except (IndexError, TypeError, KeyError):
                 break
+            return f"{what} ({' + '.join(map(str, name)) if isinstance(name, tuple) else name})"
     return what
 
 
 def _padded_example(source: ExampleSource, index: int, canvas_size: tuple[int, int],
                     ignore_label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reads example `index`, checks its label values and pads it onto the canvas.
+    """Reads example `index` and `prepare_example`s it."""
+    index = int(index)
+    return prepare_example(source, index, source[index], canvas_size, ignore_label)
+
+
+def prepare_example(source: ExampleSource, index: int, example: dict[str, np.ndarray],
+                    canvas_size: tuple[int, int], ignore_label: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checks an example's label values and pads it onto the canvas: what every example goes
+    through before training or evaluation (and `data/check.py` runs over a whole dataset).
 
     Raises:
       LabelValueError: a label value outside 0..num_classes-1 and `ignore_label` (checked
         for every source with a `num_classes`), naming the example.
       ValueError: sizes, dtypes or shapes that do not fit, naming the example.
-      The source's own errors (e.g. `image_io.ImageReadError`, naming the file).
     """
-    index = int(index)
-    example = source[index]
     num_classes = getattr(source, "num_classes", None)
     if num_classes is not None:
         labels.check_label_values(example["label"], num_classes, ignore_label,

@@ -11,6 +11,8 @@ the folder readers (voc.py, camvid.py) at load, the TFDS builders when they prep
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from PIL import Image
 
@@ -72,3 +74,80 @@ def load_index_png(path: str) -> np.ndarray:
     except Exception as error:  # pylint: disable=broad-except
         # Truncated, empty or not an image: PIL raises many types; all name the file here.
         raise OSError(f"Cannot read the label image {path}: {error}") from error
+
+
+class LabelColorError(LabelValueError):
+    """A colour label map with colours that are no class's; the message names the file."""
+
+
+class SizeMismatchError(ValueError):
+    """An image and its label of different sizes; the message names both files."""
+
+
+def check_same_size(image: np.ndarray, label: np.ndarray, image_path: str,
+                    label_path: str) -> None:
+    """Raises SizeMismatchError unless the image and its label have the same height and width
+    (never a silent fill or crop: the label belongs to another image, or was resized)."""
+    if image.shape[:2] != label.shape[:2]:
+        raise SizeMismatchError(
+            f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (h x w) but its label "
+            f"{label_path} is {label.shape[0]}x{label.shape[1]}.")
+
+
+def map_label_values(values: np.ndarray, value_to_class: dict[int, int],
+                     ignore_values: Sequence[int], where: str,
+                     ignore_label: int = 255) -> np.ndarray:
+    """uint8 values of a label file -> class indices, ignored values -> `ignore_label`.
+
+    Raises:
+      LabelValueError: naming `where`, the values that are neither a class's nor ignored
+        (with their pixel counts), and the classes.
+    """
+    table = np.full(256, -1, np.int64)
+    for value, index in value_to_class.items():
+        table[value] = index
+    for value in ignore_values:
+        table[value] = ignore_label
+    mapped = table[values]
+    if (mapped < 0).any():
+        counts = np.bincount(values[mapped < 0].ravel(), minlength=256)
+        bad = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+        raise LabelValueError(
+            f"{where}: label values {sorted(bad)} ({sum(bad.values())} pixels) are neither a "
+            f"class's (values {sorted(value_to_class)}) nor ignored ({list(ignore_values)}). "
+            "Fix the file, or list the values in dataset.json's 'label_values' or "
+            "'ignore_values'.")
+    return mapped.astype(np.uint8)
+
+
+def decode_color_label(rgb: np.ndarray, colors: np.ndarray, ignore_colors: np.ndarray,
+                       where: str, ignore_label: int = 255) -> np.ndarray:
+    """uint8 [h, w, 3] colours -> uint8 [h, w] class indices (class i is `colors[i]`).
+
+    Raises:
+      LabelColorError: naming `where` and the colours that are no class's and not ignored
+        (the commonest of them with their pixel counts): an antialiased or JPEG-compressed
+        label, or a palette that does not match.
+    """
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) \
+        | rgb[..., 2].astype(np.int64)
+
+    def code(color):
+        return (int(color[0]) << 16) | (int(color[1]) << 8) | int(color[2])
+
+    known = {code(color): index for index, color in enumerate(colors)}
+    known.update({code(color): ignore_label for color in ignore_colors})
+    unique, inverse = np.unique(codes, return_inverse=True)
+    lookup = np.array([known.get(int(c), -1) for c in unique], np.int64)
+    if (lookup < 0).any():
+        counts = np.bincount(inverse.ravel(), minlength=len(unique))
+        bad = sorted(((int(counts[i]), int(unique[i])) for i in np.flatnonzero(lookup < 0)),
+                     reverse=True)
+        listed = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}): {n} px"
+                           for n, c in bad[:5])
+        raise LabelColorError(
+            f"{where}: {len(bad)} colour(s) are no class's colour and not ignored: {listed}"
+            + (" ..." if len(bad) > 5 else "") + ". Labels must use exactly the colours of "
+            "dataset.json's 'colors' (lossless PNG, no antialiasing), or list extra colours "
+            "in 'ignore_colors'.")
+    return lookup[inverse].reshape(rgb.shape[:2]).astype(np.uint8)

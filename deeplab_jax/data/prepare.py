@@ -9,10 +9,10 @@ Then train with the same --config.data.tfds_data_dir (default: ~/tensorflow_data
 from absl import app, flags
 
 from deeplab_jax.reporting.command_line import start_command
-from deeplab_jax.data import tfds_source
+from deeplab_jax.data import datasets, tfds_source
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", None, sorted(tfds_source.BUILDER_MODULES),
+flags.DEFINE_enum("dataset", None, datasets.tfds_datasets(),
                   "The dataset (config.data.name).")
 flags.DEFINE_string("data_dir", None, "TFDS data folder (default: ~/tensorflow_datasets).")
 flags.DEFINE_string("manual_dir", None,

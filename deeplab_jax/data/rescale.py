@@ -1,9 +1,12 @@
-"""Host-side resizing of a whole dataset by one factor, for cheap runs at reduced resolution.
+"""Host-side resizing of whole datasets: by one factor, or each image to fit a size range.
 
 `config.data.image_scale = 0.5` reads CamVid at 180x240 instead of 360x480: a quarter of the
-pixels, for CPU runs and quick ablations. It is not augmentation (that is `augment.py`, on
-the device): every example is resized once, the same way, in training and evaluation, so
-the metrics are those of the reduced-resolution task (say so when reporting them).
+pixels, for CPU runs and quick ablations. `config.data.resize_to_fit = (512, 1024)` resizes
+each image of a dataset whose images vary in size (ADE20K: ~100 to ~2000 pixels a side) by its
+own factor, keeping its aspect ratio, so that every example fits one fixed canvas
+(mmsegmentation's keep-ratio `Resize`, see `fit_scale`). Neither is augmentation (that is
+`augment.py`, on the device): every example is resized once, the same way, in training and
+evaluation, so the metrics are those of the resized task (say so when reporting them).
 """
 from __future__ import annotations
 
@@ -16,18 +19,25 @@ def rescaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def rescale_example(image: np.ndarray, label: np.ndarray,
-                    scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resizes image (bilinear, antialiased when shrinking) and label (nearest) by `scale`.
+def resize_example(image: np.ndarray, label: np.ndarray, height: int,
+                   width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resizes image (bilinear, antialiased when shrinking) and label (nearest) to h x w.
 
     Nearest neighbour keeps label values in the dataset's set (no blended class indices).
     """
-    if scale == 1.0:
+    if label.shape[:2] == (height, width):
         return image, label
-    height, width = rescaled_size(*label.shape, scale)
     image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
     label = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
     return image, label
+
+
+def rescale_example(image: np.ndarray, label: np.ndarray,
+                    scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resizes image (bilinear, antialiased when shrinking) and label (nearest) by `scale`."""
+    if scale == 1.0:
+        return image, label
+    return resize_example(image, label, *rescaled_size(*label.shape, scale))
 
 
 class RescaledSource:
@@ -49,4 +59,59 @@ class RescaledSource:
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         example = self._source[index]
         image, label = rescale_example(example["image"], example["label"], self.scale)
+        return {**example, "image": image, "label": label}
+
+
+def fit_scale(height: int, width: int, short_side: int, long_side_max: int) -> float:
+    """The keep-ratio factor that brings the short side to `short_side`, unless the long side
+    would then exceed `long_side_max`: min(long_side_max / long, short_side / short).
+
+    mmsegmentation's `Resize(scale=(2048, 512), keep_ratio=True)`, through open-mmlab/mmcv
+    @40906d3 mmcv/image/geometric.py `rescale_size`: `min(max(scale) / max(h, w),
+    min(scale) / min(h, w))`. It enlarges small images too.
+    """
+    return min(long_side_max / max(height, width), short_side / min(height, width))
+
+
+def fitted_size(height: int, width: int, short_side: int,
+                long_side_max: int) -> tuple[int, int]:
+    """(h, w) after `fit_scale`, rounded half up as mmcv's `_scale_size` (int(x + 0.5))."""
+    scale = fit_scale(height, width, short_side, long_side_max)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+class ResizedToFit:
+    """`source` with each example resized, keeping its aspect ratio, to `fitted_size`.
+
+    The image is resized bilinearly, the label by nearest neighbour (`resize_example`); other
+    attributes pass through. Every result has its short side <= `short_side` and its long
+    side <= `long_side_max`, so a canvas of (long_side_max, long_side_max) (+1 for the 32k+1
+    convention) holds any orientation.
+
+    Args:
+      source: any example source (see `input_pipeline.py`).
+      short_side, long_side_max: `config.data.resize_to_fit`.
+    """
+
+    def __init__(self, source, short_side: int, long_side_max: int):
+        if not (isinstance(short_side, int) and isinstance(long_side_max, int)
+                and 0 < short_side <= long_side_max):
+            raise ValueError(
+                f"config.data.resize_to_fit=({short_side!r}, {long_side_max!r}) must be None or "
+                "(short_side, long_side_max), two integers with 0 < short_side <= "
+                "long_side_max, e.g. (512, 1024).")
+        self._source = source
+        self.short_side = short_side
+        self.long_side_max = long_side_max
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        example = self._source[index]
+        size = fitted_size(*example["label"].shape[:2], self.short_side, self.long_side_max)
+        image, label = resize_example(example["image"], example["label"], *size)
         return {**example, "image": image, "label": label}

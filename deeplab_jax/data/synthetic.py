@@ -170,3 +170,21 @@ class SyntheticShapes:
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         return {"image": self.images[index], "label": self.labels[index]}
+
+
+# -- The dataset registry's interface (data/datasets.py) ---------------------------------
+
+def dataset_info(data_config) -> dict:
+    del data_config
+    return {"class_names": CLASS_NAMES, "palette": SyntheticShapes.palette,
+            "ignore_label": IGNORE_LABEL}
+
+
+def generated_source(data_config, split: str) -> SyntheticShapes:
+    """The split generated from `config.data.synthetic` (any config.data.source)."""
+    settings = data_config.synthetic
+    num_examples = {"train": settings.num_train_examples, "val": settings.num_val_examples}
+    if split not in num_examples:
+        raise ValueError(f"synthetic_shapes has splits 'train' and 'val', not {split!r}.")
+    return SyntheticShapes(split, num_examples[split], image_size=settings.image_size,
+                           max_shapes=settings.max_shapes)

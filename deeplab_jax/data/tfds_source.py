@@ -16,8 +16,6 @@ from typing import Optional
 
 import numpy as np
 
-# config.data.name -> the module whose `prepare(data_dir, manual_dir)` returns the builder.
-BUILDER_MODULES = {"voc": "deeplab_jax.data.voc_tfds", "camvid": "deeplab_jax.data.camvid_tfds"}
 
 
 def load_builder(name: str, data_dir: Optional[str], manual_dir: Optional[str]):
@@ -26,8 +24,10 @@ def load_builder(name: str, data_dir: Optional[str], manual_dir: Optional[str]):
     Raises:
       ImportError: TFDS is not installed, with the folder-source alternative.
     """
+    from deeplab_jax.data import datasets  # pylint: disable=import-outside-toplevel
+
     try:
-        module = importlib.import_module(BUILDER_MODULES[name])
+        module = importlib.import_module(datasets.dataset_module(name).TFDS_BUILDER)
     except ImportError as error:
         raise ImportError(
             f"config.data.source='tfds' needs tensorflow-datasets and TensorFlow ({error}). "
@@ -39,8 +39,8 @@ def load_builder(name: str, data_dir: Optional[str], manual_dir: Optional[str]):
 class TfdsSource:
     """One split of a prepared dataset: `len()` and `source[i]` -> {'image', 'label'}.
 
-    `class_names`, `palette` and `ignore_label` come from the dataset's module, which
-    defines them for both sources.
+    `class_names`, `palette` and `ignore_label` come from the dataset's file
+    (`dataset_info`), which defines them for both sources.
     """
 
     def __init__(self, builder, split: str, *, class_names, palette: np.ndarray,

@@ -209,11 +209,7 @@ def load_example(root: str, image_id: str, sbd_root: str | None = None) -> dict[
     image_path, label_path = example_files(root, image_id, sbd_root)
     image = image_io.load_image(image_path)
     label = load_label(label_path)
-    if image.shape[:2] != label.shape:
-        raise ValueError(
-            f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (height x width) but its "
-            f"label {label_path} is {label.shape[0]}x{label.shape[1]}: they must be the same "
-            "size.")
+    labels.check_same_size(image, label, image_path, label_path)
     return {"image": image, "label": label}
 
 
@@ -246,3 +242,19 @@ class VocFolder:
 
     def __repr__(self) -> str:
         return f"VocFolder({self.root!r}, {self.split!r}, {len(self)} examples)"
+
+
+# -- The dataset registry's interface (data/datasets.py) ---------------------------------
+
+TFDS_BUILDER = "deeplab_jax.data.voc_tfds"
+
+
+def dataset_info(data_config) -> dict:
+    del data_config
+    return {"class_names": CLASS_NAMES, "palette": palettes.voc_palette(),
+            "ignore_label": IGNORE_LABEL}
+
+
+def folder_source(data_config, split: str) -> VocFolder:
+    """A folder holding the extracted VOCdevkit/ and benchmark_RELEASE/."""
+    return VocFolder(data_config.folder, split)

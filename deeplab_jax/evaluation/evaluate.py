@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deeplab_jax.evaluation import metrics
+from deeplab_jax.evaluation import crf, metrics
 from deeplab_jax.evaluation.per_image import PerImageStats
 from deeplab_jax.models.segmenter import MEAN_PIXEL
 from deeplab_jax.models.resize import resize_bilinear
@@ -57,6 +57,30 @@ def predict_probabilities(model: nn.Module, variables: PyTree, images: jax.Array
     return total / (len(scales) * (2 if flip else 1))
 
 
+def inside(sizes: jax.Array, height: int, width: int) -> jax.Array:
+    """bool [B, H, W]: the pixels of each example's true size (top-left) on the canvas."""
+    rows = jnp.arange(height)[None, :, None] < sizes[:, 0, None, None]
+    cols = jnp.arange(width)[None, None, :] < sizes[:, 1, None, None]
+    return rows & cols
+
+
+def refine(probabilities: jax.Array, images: jax.Array, sizes: jax.Array,
+           crf_params: Optional[crf.CRFParams]) -> jax.Array:
+    """The dense CRF after the network, when asked (`evaluation/crf.py`); else unchanged."""
+    if crf_params is None:
+        return probabilities
+    valid = inside(sizes, *images.shape[1:3])
+    return crf.mean_field(probabilities, images, valid, crf_params)
+
+
+def crf_params(eval_config: Any) -> Optional[crf.CRFParams]:
+    """`config.eval.crf` as CRFParams, or None when it is off (or absent)."""
+    block = eval_config.get("crf")
+    if not block or not block.enabled:
+        return None
+    return crf.CRFParams(**{key: value for key, value in block.items() if key != "enabled"})
+
+
 def pad_with_mean_pixel(images: jax.Array, sizes: jax.Array) -> jax.Array:
     """Sets canvas padding to the mean pixel, 127.5 (0 after normalisation), as the official
     evaluation pads; the model sees it near the border of images smaller than the canvas.
@@ -67,15 +91,14 @@ def pad_with_mean_pixel(images: jax.Array, sizes: jax.Array) -> jax.Array:
     Returns:
       float32 [B, H, W, 3].
     """
-    rows = jnp.arange(images.shape[1])[None, :, None] < sizes[:, 0, None, None]
-    cols = jnp.arange(images.shape[2])[None, None, :] < sizes[:, 1, None, None]
-    return jnp.where((rows & cols)[..., None], images.astype(jnp.float32), MEAN_PIXEL)
+    return jnp.where(inside(sizes, *images.shape[1:3])[..., None], images.astype(jnp.float32),
+                     MEAN_PIXEL)
 
 
 def eval_step(variables: PyTree, batch: dict[str, jax.Array], *, model: nn.Module,
               num_classes: int, ignore_label: int, scales: Sequence[float],
-              flip: bool) -> dict[str, jax.Array]:
-    """Confusion matrices of one global batch.
+              flip: bool, crf_params: Optional[crf.CRFParams] = None) -> dict[str, jax.Array]:
+    """Confusion matrices of one global batch (the dense CRF after the network if asked).
 
     Args:
       batch: 'image' uint8 [B, H, W, 3], 'label' uint8 [B, H, W], 'size' int32 [B, 2] (each
@@ -88,6 +111,7 @@ def eval_step(variables: PyTree, batch: dict[str, jax.Array], *, model: nn.Modul
     """
     images = pad_with_mean_pixel(batch["image"], batch["size"])
     probabilities = predict_probabilities(model, variables, images, scales=scales, flip=flip)
+    probabilities = refine(probabilities, images, batch["size"], crf_params)
     prediction = jnp.argmax(probabilities, axis=-1).astype(jnp.int32)
     labels = batch["label"].astype(jnp.int32)
     mask = jnp.broadcast_to(batch["valid"][:, None, None], labels.shape)
@@ -101,9 +125,11 @@ def eval_step(variables: PyTree, batch: dict[str, jax.Array], *, model: nn.Modul
 
 
 def make_eval_step(model: nn.Module, *, num_classes: int, ignore_label: int,
-                   scales: Sequence[float], flip: bool) -> Any:
+                   scales: Sequence[float], flip: bool,
+                   crf_params: Optional[crf.CRFParams] = None) -> Any:
     return jax.jit(functools.partial(eval_step, model=model, num_classes=num_classes,
-                                     ignore_label=ignore_label, scales=tuple(scales), flip=flip))
+                                     ignore_label=ignore_label, scales=tuple(scales), flip=flip,
+                                     crf_params=crf_params))
 
 
 def evaluate(step_fn: Any, variables: PyTree, host_batches: Iterable[dict[str, np.ndarray]], *,

@@ -29,13 +29,14 @@ SCALARS = ("miou", "pixel_accuracy", "mean_accuracy", "fwiou")
 
 
 def evaluation_name(split: str, step: int, *, output_stride: int, scales: Sequence[float],
-                    flip: bool) -> str:
-    """`{split}_step{step:08d}_os{stride}[_ms{scales}][_flip]`: one name per setting, so an
-    evaluation at another stride or with multi-scale inference never overwrites another."""
+                    flip: bool, crf: bool = False) -> str:
+    """`{split}_step{step:08d}_os{stride}[_ms{scales}][_flip][_crf]`: one name per setting,
+    so an evaluation at another stride, with multi-scale inference or with the CRF never
+    overwrites another."""
     name = f"{split}_step{step:08d}_os{output_stride}"
     if tuple(scales) != (1.0,):
         name += "_ms" + "-".join(f"{scale:g}" for scale in scales)
-    return name + ("_flip" if flip else "")
+    return name + ("_flip" if flip else "") + ("_crf" if crf else "")
 
 
 def write_json(path: str, record: Any) -> str:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from deeplab_jax.evaluation import evaluate
+from deeplab_jax.evaluation import crf, evaluate
 from deeplab_jax.inference.restore import RestoredModel, restore_model
 
 PyTree = Any
@@ -54,10 +54,13 @@ def sidecar_path(path: str) -> str:
 
 
 def _class_map(images: jax.Array, *, model: Any, variables: PyTree,
-               scales: tuple[float, ...], flip: bool) -> jax.Array:
+               scales: tuple[float, ...], flip: bool, crf_params: Any = None) -> jax.Array:
     """uint8 [B, H, W, 3] pixels -> uint8 [B, H, W] class indices."""
-    probabilities = evaluate.predict_probabilities(model, variables, images.astype(jnp.float32),
-                                                   scales=scales, flip=flip)
+    images = images.astype(jnp.float32)
+    probabilities = evaluate.predict_probabilities(model, variables, images, scales=scales,
+                                                   flip=flip)
+    if crf_params is not None:  # the whole frame is the image: every pixel valid
+        probabilities = crf.mean_field(probabilities, images, None, crf_params)
     return jnp.argmax(probabilities, axis=-1).astype(jnp.uint8)
 
 
@@ -77,8 +80,9 @@ def export_restored(restored: RestoredModel, *, height: int, width: int,
     scales, flip = tuple(float(s) for s in config.eval.scales), bool(config.eval.flip)
     # Host (numpy) values are closed over: they become constants of the exported module.
     variables = jax.device_get(restored.variables)
+    crf_params = evaluate.crf_params(config.eval)
     function = functools.partial(_class_map, model=restored.model, variables=variables,
-                                 scales=scales, flip=flip)
+                                 scales=scales, flip=flip, crf_params=crf_params)
     shape = jax.export.symbolic_shape(f"batch, {height}, {width}, 3")
     exported = jax.export.export(
         jax.jit(function), platforms=tuple(platforms) if platforms else None)(
@@ -96,7 +100,7 @@ def export_restored(restored: RestoredModel, *, height: int, width: int,
         "palette": np.asarray(restored.palette[:num_classes]).astype(int).tolist(),
         "model": {"architecture": config.model.architecture, "depth": config.model.depth,
                   "output_stride": config.eval.output_stride, "scales": list(scales),
-                  "flip": flip},
+                  "flip": flip, "crf": crf_params is not None},
         "dataset": config.data.name,
         "checkpoint_step": restored.step,
         "platforms": list(exported.platforms),

@@ -30,11 +30,12 @@ def bucket_size(size: int, multiple: int = DEFAULT_BUCKET) -> int:
 
 
 def _labels(variables: PyTree, images: jax.Array, sizes: jax.Array, *, model: Any,
-            scales: tuple[float, ...], flip: bool) -> jax.Array:
+            scales: tuple[float, ...], flip: bool, crf_params: Any = None) -> jax.Array:
     """uint8 [B, H, W] class maps of a padded batch (padding set to the mean pixel)."""
     padded = evaluate.pad_with_mean_pixel(images, sizes)
     probabilities = evaluate.predict_probabilities(model, variables, padded, scales=scales,
                                                    flip=flip)
+    probabilities = evaluate.refine(probabilities, padded, sizes, crf_params)
     return jnp.argmax(probabilities, axis=-1).astype(jnp.uint8)
 
 
@@ -42,7 +43,8 @@ class Predictor:
     """Class maps of images of any size and aspect ratio, at their original resolution."""
 
     def __init__(self, model: Any, variables: PyTree, *, scales: Sequence[float] = (1.0,),
-                 flip: bool = False, batch_size: int = 4, bucket: int = DEFAULT_BUCKET):
+                 flip: bool = False, batch_size: int = 4, bucket: int = DEFAULT_BUCKET,
+                 crf_params: Any = None):
         if batch_size < 1 or bucket < 1:
             raise ValueError(f"batch_size={batch_size} and bucket={bucket} must be >= 1.")
         if getattr(model, "num_classes", 0) > 255:
@@ -51,13 +53,14 @@ class Predictor:
         self.batch_size = batch_size
         self.bucket = bucket
         self._fn = jax.jit(functools.partial(_labels, model=model, scales=tuple(scales),
-                                             flip=bool(flip)))
+                                             flip=bool(flip), crf_params=crf_params))
 
     @classmethod
     def from_restored(cls, restored: RestoredModel, **kwargs) -> "Predictor":
-        """A predictor with the restored config's eval settings (scales, flip)."""
+        """A predictor with the restored config's eval settings (scales, flip, CRF)."""
         return cls(restored.model, restored.variables, scales=restored.config.eval.scales,
-                   flip=restored.config.eval.flip, **kwargs)
+                   flip=restored.config.eval.flip,
+                   crf_params=evaluate.crf_params(restored.config.eval), **kwargs)
 
     def padded_shape(self, height: int, width: int) -> tuple[int, int]:
         return bucket_size(height, self.bucket), bucket_size(width, self.bucket)

@@ -9,6 +9,7 @@ the auxiliary loss weight). A model file defines:
 - `default_config()`: its block, with a comment per field;
 - `OUTPUT_STRIDES`: the output strides it can run at;
 - `AUX_LOSS_WEIGHT`: its default weight of the auxiliary FCN head on block3 (`segmenter.py`);
+- `RESNET_BACKBONE = False` if it is not built on the ResNet-v2 backbone (default True);
 - optionally `resolve(config, eval_stride)`: its derived values and checks (a resolved copy
   of the whole config, changed in place), and `at_output_stride(block, train, eval)`: its
   block for evaluation at another output stride.
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 
-from deeplab_jax.models import (deeplabv2, deeplabv3, deeplabv3plus, dilated_fcn, fcn,
-                                per_pixel, pspnet)
+from deeplab_jax.models import (context_module, deeplabv2, deeplabv3, deeplabv3plus,
+                                dilated_fcn, fcn, per_pixel, pspnet, segnet, unet, unet_resnet)
 
 if TYPE_CHECKING:  # only an annotation: building a model does not need ml_collections
     import ml_collections
@@ -36,6 +37,10 @@ MODELS: dict[str, Any] = {
     "pspnet": pspnet,  # Zhao et al. 2017: pyramid pooling
     "fcn": fcn,  # Long et al. 2015: FCN-32s/16s/8s on the un-dilated backbone
     "dilated_fcn": dilated_fcn,  # torchvision's and mmsegmentation's FCN head at OS 8/16
+    "unet": unet,  # Ronneberger et al. 2015: the original U-Net, from scratch
+    "unet_resnet": unet_resnet,  # a U-Net decoder over the ResNet-v2 stages
+    "segnet": segnet,  # Badrinarayanan et al. 2017: unpooling with the encoder's indices
+    "context_module": context_module,  # Yu and Koltun 2016: a cascade of dilations
     "per_pixel": per_pixel,  # the control: 1x1 convolutions only, no spatial context
 }
 
@@ -52,6 +57,11 @@ def model_module(name: str) -> Any:
                          + (f" (did you mean {close[0]!r}?)" if close else "")
                          + f"; the models are {sorted(MODELS)}.")
     return MODELS[name]
+
+
+def uses_resnet_backbone(name: str) -> bool:
+    """Whether model `name` is built on the ResNet-v2 backbone (ImageNet weights, aux head)."""
+    return getattr(model_module(name), "RESNET_BACKBONE", True)
 
 
 def default_blocks() -> dict[str, Any]:

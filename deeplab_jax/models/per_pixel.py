@@ -18,6 +18,7 @@ import ml_collections
 from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
 
 OUTPUT_STRIDES = (8, 16, 32)  # any: the model has none, and ignores config.model.output_stride
+RESNET_BACKBONE = False  # no ImageNet ResNet weights, no auxiliary head
 AUX_LOSS_WEIGHT = 0.0  # no block3 to put an auxiliary head on
 
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deeplab_jax.models.atrous import ATROUS_IMPLS
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.resnet import ResNetV2
 
@@ -57,6 +58,9 @@ def backbone_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The `ResNetSegmenter` fields from `config.model` (the dtype string resolved)."""
     kwargs = {name: model_config.get(name) for name in BACKBONE_FIELDS if name in model_config}
     kwargs["dtype"] = compute_dtype(model_config)
+    if kwargs.get("atrous_impl", "xla") not in ATROUS_IMPLS:
+        raise ValueError(f"config.model.atrous_impl={kwargs['atrous_impl']!r} is not one of "
+                         f"{ATROUS_IMPLS}.")
     kwargs["multi_grid"] = tuple(model_config.multi_grid)
     kwargs["aux_loss"] = bool(model_config.get("aux_loss_weight") or 0.0)
     return kwargs

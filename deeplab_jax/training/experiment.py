@@ -33,7 +33,7 @@ from deeplab_jax.evaluation.per_image import PerImageStats
 from deeplab_jax.models import get_model, pretrained
 from deeplab_jax.reporting import curves
 from deeplab_jax.reporting.writer import MetricWriter
-from deeplab_jax.training import checkpoint, preemption
+from deeplab_jax.training import checkpoint, class_weights, preemption
 from deeplab_jax.training import step as step_lib
 from deeplab_jax.training.nonfinite import SkippedSteps
 
@@ -66,7 +66,8 @@ class Experiment:
         self.eval_step = evaluate_lib.make_eval_step(
             get_model(config_lib.eval_model_config(config), self.num_classes),
             num_classes=self.num_classes, ignore_label=config.data.ignore_label,
-            scales=config.eval.scales, flip=config.eval.flip)
+            scales=config.eval.scales, flip=config.eval.flip,
+            crf_params=evaluate_lib.crf_params(config.eval))
         self._train_source = None
 
     def __enter__(self) -> "Experiment":
@@ -161,8 +162,10 @@ class Experiment:
             yield parallel.to_global_batch(batch, self.mesh)
 
     def jit_train_step(self):
+        weights = class_weights.resolve(self.config.optim, self.workdir, self.train_source,
+                                        self.num_classes)
         return step_lib.jit_train_step(self.config, self.state_sharding,
-                                       parallel.data_sharding(self.mesh))
+                                       parallel.data_sharding(self.mesh), class_weights=weights)
 
     def augment_rng(self, step: int) -> jax.Array:
         """Step `step`'s augmentation key: a pure function of the seed and the step."""
@@ -204,7 +207,8 @@ class Experiment:
             class_names=self.eval_source.class_names,
             num_visualizations=config.eval.num_visualizations, per_image=per_image)
         settings = {"output_stride": config.eval.output_stride,
-                    "scales": list(config.eval.scales), "flip": config.eval.flip}
+                    "scales": list(config.eval.scales), "flip": config.eval.flip,
+                    "crf": bool(evaluate_lib.crf_params(config.eval))}
         record = {"step": step, "split": split, **settings,
                   "seconds": round(time.time() - start, 2), **results}
         outputs.write_evaluation(

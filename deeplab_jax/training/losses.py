@@ -75,6 +75,37 @@ def softmax_cross_entropy_sum(
     return jnp.sum(per_pixel), num_valid
 
 
+def weighted_cross_entropy_sum(
+    logits: jax.Array,
+    labels: jax.Array,
+    class_weights: jax.Array,
+    *,
+    ignore_label: int = DEFAULT_IGNORE_LABEL,
+) -> tuple[jax.Array, jax.Array]:
+    """Class-weighted cross-entropy: (sum of w[label] * ce, number of valid pixels).
+
+    The loss is their ratio, as SegNet's Caffe loss normalises it (alexgkendall/caffe-segnet,
+    src/caffe/layers/softmax_loss_layer.cpp: `loss / count`, count the non-ignored pixels);
+    torch's `CrossEntropyLoss(weight=w)` divides by the weights' sum instead. With every
+    weight 1 it is the plain mean. SegNet's median-frequency balancing
+    (`training/class_weights.py`) gives w.
+
+    Args:
+      logits: float [B, H, W, K]; labels: int [B, H, W]; class_weights: float [K].
+
+    Returns:
+      (weighted sum, number of valid pixels): float32 scalars.
+    """
+    valid = _valid_pixels(labels, ignore_label, None)
+    weights = jnp.where(valid, jnp.asarray(class_weights, jnp.float32)[
+        jnp.where(valid, labels, 0).astype(jnp.int32)], 0.0)
+    safe_logits = jnp.where(valid[..., None], logits.astype(jnp.float32), 0.0)
+    per_pixel = optax.softmax_cross_entropy_with_integer_labels(
+        safe_logits, jnp.where(valid, labels, 0).astype(jnp.int32))
+    num_valid = jnp.sum(valid, dtype=jnp.int32).astype(jnp.float32)
+    return jnp.sum(jnp.where(valid, per_pixel, 0.0) * weights), num_valid
+
+
 def mean_cross_entropy(
     logits: jax.Array,
     labels: jax.Array,

@@ -11,7 +11,7 @@ counter, and reports itself in `metrics["skipped_steps"]`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -89,6 +89,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                learning_rate_fn: optax.Schedule, weight_decay: float, freeze_bn: bool,
                ignore_label: int, augment_kwargs: dict[str, Any],
                aux_loss_weight: float = 0.0,
+               class_weights: Optional[tuple[float, ...]] = None,
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimisation step on a global batch.
 
@@ -105,6 +106,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       augment_kwargs: static arguments of `augment.augment_batch`.
       aux_loss_weight: weight of the auxiliary head's cross-entropy (0: the model is applied
         without it; `models/segmenter.py`).
+      class_weights: None, or one loss weight per class (`losses.weighted_cross_entropy_sum`).
 
     Returns:
       (new state, metrics): sums and counts (loss_sum, aux_loss_sum, valid_pixels,
@@ -130,18 +132,22 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         else:
             logits, updates = state.apply_fn(variables, images, train=False, rngs=rngs), {}
         new_batch_stats = updates.get("batch_stats", state.batch_stats)
-        loss_sum, valid_pixels = losses.softmax_cross_entropy_sum(
-            logits, labels, ignore_label=ignore_label)
+        loss_sum, valid_pixels = cross_entropy(logits)
         aux_sum = jnp.zeros((), jnp.float32)
         if aux_loss_weight:
             (aux_logits,) = updates[AUX_COLLECTION][AUX_LOGITS]
-            aux_sum, _ = losses.softmax_cross_entropy_sum(aux_logits, labels,
-                                                          ignore_label=ignore_label)
+            aux_sum, _ = cross_entropy(aux_logits)
         decay = losses.l2_weight_decay(params, weight_decay)
         # Mean over the valid pixels of the global batch (slim's SUM_BY_NONZERO_WEIGHTS).
         total = loss_sum + aux_loss_weight * aux_sum if aux_loss_weight else loss_sum
         loss = total / jnp.maximum(valid_pixels, 1.0) + decay
         return loss, (logits, loss_sum, aux_sum, valid_pixels, decay, new_batch_stats)
+
+    def cross_entropy(logits):
+        if class_weights is None:
+            return losses.softmax_cross_entropy_sum(logits, labels, ignore_label=ignore_label)
+        return losses.weighted_cross_entropy_sum(logits, labels, jnp.asarray(class_weights),
+                                                 ignore_label=ignore_label)
 
     grads, (logits, loss_sum, aux_sum, valid_pixels, decay, new_batch_stats) = jax.grad(
         loss_fn, has_aux=True)(state.params)
@@ -198,21 +204,25 @@ def select_tree(condition: jax.Array, if_true: PyTree, if_false: PyTree) -> PyTr
 
 
 def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,
-                   batch_sharding: Any, *, donate_state: bool = True) -> Callable:
+                   batch_sharding: Any, *, donate_state: bool = True,
+                   class_weights: Optional[Sequence[float]] = None) -> Callable:
     """Compiles `train_step` for `config` once, donating the old state's buffers.
 
     Donation lets XLA write the new parameters, optimizer and BN state over the old ones,
     so one copy of the state lives on the device instead of two; the caller must not touch
     the state it passed in. `donate_state=False` exists to measure that lever
-    (experiments/gpu_speed: --no_donate).
+    (experiments/gpu_speed: --no_donate). `class_weights`: the loss's per-class weights
+    (`training/class_weights.py` resolves `config.optim.class_weighting` into them).
     """
+    class_weights = tuple(float(w) for w in class_weights) if class_weights else None
     step = functools.partial(
         train_step,
         learning_rate_fn=create_learning_rate_schedule(config.optim, config.num_train_steps),
         weight_decay=config.optim.weight_decay, freeze_bn=config.optim.freeze_bn,
         ignore_label=config.data.ignore_label,
         augment_kwargs=augment_config_kwargs(config.data),
-        aux_loss_weight=float(config.model.get("aux_loss_weight") or 0.0))
+        aux_loss_weight=float(config.model.get("aux_loss_weight") or 0.0),
+        class_weights=class_weights)
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding, None),
                    out_shardings=(state_sharding, None),
                    donate_argnums=0 if donate_state else ())

@@ -50,7 +50,13 @@ HEAD_SCALES: dict[str, dict[str, Any]] = {
         # (6, 12, 18, 24) at OS8 are (3, 6, 9, 12) at 16, and a third of those is this.
         "model.deeplabv2.atrous_rates": (1, 2, 3, 4),
         "model.pspnet.channels": 128, "model.dilated_fcn.channels": 128,
+        "model.unet.channels": (16, 32, 64, 128, 256),  # 64..1024 / 4, as the ResNet's width
+        "model.unet_resnet.decoder_channels": (64, 32, 16),
+        "model.segnet.width_divisor": 4,
+        "model.context_module.aspp_channels": 64, "model.context_module.atrous_rates": (2, 4, 6),
         "model.per_pixel.width": 64,
+        # The CRF at a quarter of the resolution: DeepLab v2's spatial stds / 4.
+        "eval.crf.bilateral_xy_std": 67.0 / 4, "eval.crf.gaussian_xy_std": 1.0 / 4,
     },
     "full": {},
 }
@@ -66,6 +72,7 @@ class Row:
     output_stride: int
     why: str  # where the row's own settings come from
     overrides: tuple[tuple[str, Any], ...] = ()
+    crf_of: str = ""  # a CRF row: the trained row it evaluates with the dense CRF
 
 
 ROWS = (
@@ -79,7 +86,20 @@ ROWS = (
     Row("FCN-32s", "fcn", 32, "OS32, no skips", (("model.fcn.variant", "32s"),)),
     Row("Dilated FCN", "dilated_fcn", 8, "OS8, auxiliary loss 0.4 (mmsegmentation fcn_r50-d8)"),
     Row("DeepLab v2", "deeplabv2", 8, "OS8, ASPP-L by sum, no BN in the head (the paper)"),
+    Row("U-Net", "unet", 16, "from scratch, its own encoder (no ResNet)"),
+    Row("U-Net (ResNet-v2)", "unet_resnet", 32, "OS32: a decoder over the un-dilated stages"),
+    Row("SegNet", "segnet", 16, "VGG16-BN encoder from scratch; median-frequency class "
+        "weights (the paper)", (("optim.class_weighting", "median_frequency"),)),
+    Row("SegNet-Basic", "segnet", 16, "4 layers of 7x7; median-frequency class weights",
+        (("model.segnet.variant", "basic"), ("optim.class_weighting", "median_frequency"))),
+    Row("Context module", "context_module", 8, "OS8, the basic module instead of ASPP"),
+    Row("DeepLabv3 + context", "context_module", 8, "OS8, the module on DeepLabv3's logits",
+        (("model.context_module.front_end", "deeplabv3"),)),
     Row("per-pixel control", "per_pixel", 16, "1x1 convs only: no spatial context"),
+    Row("DeepLabv3 OS16 + CRF", "deeplabv3", 16, "the dense CRF after the network",
+        crf_of="DeepLabv3 OS16"),
+    Row("DeepLab v2 + CRF", "deeplabv2", 8, "the dense CRF after the network (as v2)",
+        crf_of="DeepLab v2"),
 )
 
 
@@ -105,6 +125,11 @@ def row_config(row: Row, setting: str) -> ml_collections.ConfigDict:
     config.model.architecture = row.architecture
     for path, value in row.overrides:
         _set(config, path, value)
+    if row.crf_of:
+        trained = next(other for other in ROWS if other.name == row.crf_of)
+        config = row_config(trained, setting)
+        config.eval.crf.enabled = True
+        return config
     if hasattr(models.MODELS[row.architecture], "at_output_stride"):
         return config_lib.at_output_stride(config, row.output_stride, row.output_stride)
     config.model.output_stride = row.output_stride
@@ -114,8 +139,16 @@ def row_config(row: Row, setting: str) -> ml_collections.ConfigDict:
 def row_settings(row: Row, resolved: ml_collections.ConfigDict) -> str:
     """What the row sets beyond the shared setting, for the table."""
     model = resolved.model
+    if row.crf_of:
+        crf = resolved.eval.crf
+        return (f"{row.crf_of}'s checkpoint; CRF {crf.iterations} iterations, w {crf.bilateral_weight:g}"
+                f"/{crf.gaussian_weight:g}, xy std {crf.bilateral_xy_std:g}/"
+                f"{crf.gaussian_xy_std:g} px, rgb std {crf.bilateral_rgb_std:g}, grid "
+                f"{crf.downsample}")
     block = model.get(row.architecture)
     fields = ", ".join(f"{key}={tuple(value) if isinstance(value, (list, tuple)) else value}"
                        for key, value in (block.items() if block is not None else ()))
+    weighting = resolved.optim.class_weighting
     return (f"OS{model.output_stride}, aux {model.aux_loss_weight:g}"
+            + (f", class weights {weighting}" if weighting != "none" else "")
             + (f"; {fields}" if fields else ""))

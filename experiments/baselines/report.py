@@ -20,8 +20,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Baselines on one backbone: CamVid val, setting `{results['setting']}`", "",
              f"Command: `{results['command']}`  ", f"Commit: `{results['commit']}`  ",
              f"Machine: {machine.summary(results['machine'])}  ",
-             f"Wall time: {format_duration(results.get('wall_seconds', 0))} for "
-             f"{len(rows)} row(s)", "",
+             f"Training wall time, summed over the rows' `timing.json` (each on the machine "
+             f"it trained on, sometimes shared with other jobs): "
+             f"{format_duration(sum(row.get('train_wall_seconds') or 0 for row in rows))} for "
+             f"{len(rows)} row(s); this command: "
+             f"{format_duration(results.get('wall_seconds', 0))} (a rerun only re-evaluates "
+             "and re-profiles finished rows)", "",
              "Shared by every row: " + ", ".join(
                  f"`{key}={value}`" for key, value in results["shared"].items())
              + " (and everything else of `configs/camvid.py`: augmentation, schedule, seed).",
@@ -37,11 +41,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['images_per_second']:.0f} | "
             f"{'n/a' if memory is None else f'{memory / 2**20:.0f}'} | "
             f"{row['settings']} ({row['why']}) |")
+    if results.get("crf_rows"):
+        lines += ["", "With the dense CRF after the network (DeepLab v1/v2), evaluating the same "
+                  "checkpoints:", "", "| model | val mIoU | without the CRF | change | CRF ms / "
+                  "image | its settings |", "| --- " * 6 + "|"]
+        for row in results["crf_rows"]:
+            lines.append(f"| {row['name']} | **{row['miou']:.4f}** | {row['miou_without']:.4f} "
+                         f"| {row['miou'] - row['miou_without']:+.4f} | "
+                         f"{row['crf_ms_per_image']:.1f} | {row['settings']} |")
     class_names = results["class_names"]
     lines += ["", "Per-class IoU:", "",
               "| model | " + " | ".join(class_names) + " |",
               "| --- " * (len(class_names) + 1) + "|"]
-    for row in rows:
+    for row in rows + results.get("crf_rows", []):
         lines.append(f"| {row['name']} | " + " | ".join(
             "n/a" if value is None else f"{value:.3f}" for value in row["per_class_iou"])
             + " |")
@@ -63,10 +75,12 @@ def write(results: dict[str, Any], output_dir: str) -> None:
 
 def write_predictions(results: dict[str, Any], configs: dict[str, Any], output_dir: str,
                       num_pictures: int) -> str:
-    """predictions.png: the first val images, truth, then every model's prediction."""
+    """predictions.png: val images spread evenly over the split (CamVid's neighbours are
+    consecutive video frames, nearly alike), truth, then every model's prediction."""
     first = configs[results["rows"][0]["name"]]
     source = datasets.get_dataset(first.data, first.data.eval_split)
-    examples = [source[index] for index in range(min(num_pictures, len(source)))]
+    count = min(num_pictures, len(source))
+    examples = [source[index * len(source) // count] for index in range(count)]
     palette = source.palette
     columns = [("image", [example["image"] for example in examples]),
                ("truth", [visualize.colorize(example["label"], palette) for example in examples])]

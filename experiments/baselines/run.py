@@ -10,24 +10,29 @@ time: `analysis/step_profile.py`); parameters and forward GFLOPs per image (ever
 `analysis/model_flops.py`) are counted from the model. It writes, as each row ends,
 `results.json` and `results.md` (the table with per-class IoU, the command, the commit and
 the machine), then `predictions.png`: the same val images predicted by every model, beside
-the truth.
+the truth. A CRF row (`Row.crf_of`) trains nothing: it evaluates that row's checkpoint with
+the dense CRF after the network, and times the CRF per image.
 """
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import flags
 
 from deeplab_jax import models, train
 from deeplab_jax.analysis import model_flops, step_profile
 from deeplab_jax.data import datasets
+from deeplab_jax.evaluation import crf, evaluate
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
 from experiments.baselines import protocol, report
@@ -94,6 +99,36 @@ def measure(row: protocol.Row, config, workdir: str, profile_steps: int) -> dict
     }
 
 
+def measure_crf(row: protocol.Row, config, trained: dict[str, Any]) -> dict[str, Any]:
+    """Evaluates a trained row's checkpoint with the dense CRF; times the CRF per image."""
+    results = train.evaluate_checkpoint(config, trained["workdir"])
+    return {"name": row.name, "architecture": row.architecture, "crf_of": row.crf_of,
+            "why": row.why, "settings": protocol.row_settings(row, config),
+            "miou": results["miou"], "pixel_accuracy": results["pixel_accuracy"],
+            "mean_accuracy": results["mean_accuracy"], "fwiou": results["fwiou"],
+            "per_class_iou": results["per_class_iou"], "step": results["step"],
+            "miou_without": trained["miou"],
+            "crf_ms_per_image": crf_ms_per_image(config, len(trained["per_class_iou"])),
+            "workdir": trained["workdir"]}
+
+
+def crf_ms_per_image(config, num_classes: int, repeats: int = 3) -> float:
+    """The jitted CRF on an evaluation batch of the canvas size: median ms per image."""
+    batch, (height, width) = config.eval.batch_size, tuple(config.data.canvas_size)
+    rng = np.random.default_rng(0)
+    probabilities = jax.nn.softmax(jnp.asarray(
+        rng.normal(size=(batch, height, width, num_classes)), jnp.float32), -1)
+    images = jnp.asarray(rng.uniform(0, 255, (batch, height, width, 3)), jnp.float32)
+    refine = jax.jit(lambda p, x: crf.mean_field(p, x, None, evaluate.crf_params(config.eval)))
+    jax.block_until_ready(refine(probabilities, images))  # compiles
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(refine(probabilities, images))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times) / batch
+
+
 def _last_timing(workdir: str) -> dict[str, Any] | None:
     path = os.path.join(workdir, "timing.json")
     if not os.path.exists(path):
@@ -106,6 +141,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     args = parse_flags(define_flags, argv, PROGRAM)
     setup_logging()
     rows = [row for row in protocol.ROWS if not args.rows or row.name in args.rows]
+    rows.sort(key=lambda row: bool(row.crf_of))  # a CRF row after the rows it evaluates
     unknown = set(args.rows or ()) - {row.name for row in protocol.ROWS}
     if unknown:
         raise SystemExit(f"{PROGRAM}: unknown rows {sorted(unknown)}; the rows are "
@@ -119,12 +155,20 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     results = {"command": f"{PROGRAM} {shlex.join(argv)}", "setting": args.setting,
                "class_names": list(class_names),
                "shared": {**protocol.SETTINGS[args.setting]}, "commit": commit(),
-               "machine": machine.describe(), "rows": []}
+               "machine": machine.describe(), "rows": [], "crf_rows": []}
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.time()
     for row in rows:
-        workdir = os.path.join(args.workdir, row.name.replace(" ", "_").replace("+", "plus"))
-        results["rows"].append(measure(row, configs[row.name], workdir, args.profile_steps))
+        if row.crf_of:
+            trained = next((done for done in results["rows"] if done["name"] == row.crf_of),
+                           None)
+            if trained is None:
+                raise SystemExit(f"{PROGRAM}: row {row.name!r} needs row {row.crf_of!r} in "
+                                 "--rows (its trained checkpoint).")
+            results["crf_rows"].append(measure_crf(row, configs[row.name], trained))
+        else:
+            workdir = os.path.join(args.workdir, row.name.replace(" ", "_").replace("+", "plus"))
+            results["rows"].append(measure(row, configs[row.name], workdir, args.profile_steps))
         results["wall_seconds"] = round(time.time() - start, 1)
         report.write(results, args.output_dir)
     report.write_predictions(results, configs, args.output_dir, args.num_pictures)

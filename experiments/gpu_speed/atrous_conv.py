@@ -35,6 +35,7 @@ from absl import flags
 from deeplab_jax.analysis import xla_cost
 from deeplab_jax.analysis.hlo import conv_lowerings
 from deeplab_jax.models.atrous import ATROUS_IMPLS, atrous_conv
+from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags
 
 PROGRAM = "python experiments/gpu_speed/atrous_conv.py"
@@ -152,11 +153,13 @@ def benchmark(args: types.SimpleNamespace) -> dict[str, Any]:
         env=dict(jax=jax.__version__, backend=jax.default_backend(),
                  device=getattr(device, "device_kind", str(device)),
                  python=platform.python_version()),
+        machine=machine.describe(),  # CPU model and cores, GPU, JAX version, XLA flags
         rows=rows)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    lines = ["| rate | impl | mode | median ms | speed-up vs xla | model TFLOP/s | "
+    lines = [f"Machine: {machine.summary(result['machine'])}", "",
+             "| rate | impl | mode | median ms | speed-up vs xla | model TFLOP/s | "
              "% of 790 | fwd max rel. error vs first impl | conv lowering (compiled HLO) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in result["rows"]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -26,11 +25,10 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import jax
-
 from deeplab_jax import config_lib, train
 from deeplab_jax.analysis import step_profile
 from deeplab_jax.data import datasets
+from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import start_command
 
 FLAGS = flags.FLAGS
@@ -60,8 +58,7 @@ def markdown(report: dict) -> str:
     train_strides = sorted({c["train_stride"] for c in report["cells"]})
     eval_strides = sorted({c["eval_stride"] for c in report["cells"]})
     lines = [f"Config `{report['config_file']}` with {report['overrides'] or 'no overrides'}; "
-             f"{report['machine']['device_count']}x {report['machine']['device_kind']} "
-             f"({report['machine']['platform']}).", ""]
+             f"{machine.summary(report['machine'])}.", ""]
     if report["note"]:
         lines += [report["note"], ""]
     lines += ["mIoU (pixel accuracy) on the eval split, rows: train output stride, columns: "
@@ -160,9 +157,7 @@ def main(argv):
         "command": "python " + shlex.join(sys.argv), "config_file": config_file,
         "overrides": " ".join(overrides), "note": FLAGS.note, "cells": cells,
         "profiles": profiles, "paper_best_cell": PAPER_BEST_CELL,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "device_kind": jax.devices()[0].device_kind,
-                    "device_count": jax.device_count(), "jax": jax.__version__},
+        "machine": machine.describe(),
         "wall_s": time.time() - start,
     }
     os.makedirs(FLAGS.output_dir, exist_ok=True)

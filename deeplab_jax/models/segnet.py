@@ -1,0 +1,156 @@
+"""SegNet (Badrinarayanan et al. 2017): an encoder whose pooling indices drive the decoder.
+
+The encoder is VGG16-BN's 13 convolutions (3x3, BN, ReLU; blocks of 2, 2, 3, 3, 3 with 64,
+128, 256, 512, 512 channels), each block ending in 2x2 max pooling that remembers where
+each maximum was. The decoder mirrors it: each block starts by *unpooling* with the indices
+of its encoder block (every value goes back to the position its maximum came from, zeros
+elsewhere: `max_unpool`), then 3x3 convolutions (BN, ReLU) that densify the sparse map; the
+last one, to the classes, has no BN or ReLU. SegNet-Basic (`variant="basic"`) is the
+paper's smaller model: four encoder layers of 64 channels with 7x7 convolutions, BN, ReLU
+and pooling, four decoder layers of 7x7 convolutions and BN after unpooling, a 1x1
+classifier. Both train from scratch here (the paper's encoder starts from VGG16 on
+ImageNet, which this codebase does not import). Reference: alexgkendall/SegNet-Tutorial,
+Models/segnet_train.prototxt and Models/segnet_basic_train.prototxt.
+
+Odd sizes: pooling covers the map with 2x2 windows rounding up (the last row or column of an
+odd side is a window of its own, padded with the lowest value, so it never wins against a
+real one): 360x480 pools to 180x240, 90x120, 45x60, then 23x30 and 12x15. Unpooling returns
+to the pre-pool size exactly (23x30 -> 45x60), as the reference's `upsample` layers do
+with their explicit `upsample_h`/`upsample_w`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
+
+OUTPUT_STRIDES = (8, 16, 32)  # any: no ResNet backbone; config.model.output_stride unused
+RESNET_BACKBONE = False  # no ImageNet ResNet weights, no auxiliary head
+AUX_LOSS_WEIGHT = 0.0
+VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+BASIC_BLOCKS = ((64,), (64,), (64,), (64,))
+VARIANTS = {"vgg16_bn": (VGG16_BLOCKS, 3), "basic": (BASIC_BLOCKS, 7)}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        variant="vgg16_bn",  # "vgg16_bn" (SegNet) or "basic" (SegNet-Basic)
+        width_divisor=1,  # divides every width (a smaller SegNet for CPU runs)
+    ))
+
+
+def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
+    del eval_stride
+    block = config.model.segnet
+    if block.variant not in VARIANTS:
+        raise ValueError(f"config.model.segnet.variant={block.variant!r} is not one of "
+                         f"{sorted(VARIANTS)}.")
+    for field, why in (("aux_loss_weight", "has no block3 for an auxiliary head"),
+                       ("pretrained_backbone", "has a VGG encoder, not a ResNet")):
+        if config.model[field]:
+            raise ValueError(f"config.model.{field}={config.model[field]!r}: SegNet {why}.")
+
+
+def build(model_config: ml_collections.ConfigDict, num_classes: int) -> "SegNet":
+    blocks, kernel = VARIANTS[model_config.segnet.variant]
+    divisor = model_config.segnet.width_divisor
+    return SegNet(num_classes=num_classes, kernel_size=kernel,
+                  blocks=tuple(tuple(max(1, c // divisor) for c in b) for b in blocks),
+                  basic=model_config.segnet.variant == "basic",
+                  dtype=compute_dtype(model_config), bn_momentum=model_config.bn_momentum,
+                  bn_epsilon=model_config.bn_epsilon)
+
+
+def max_pool_with_argmax(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """2x2 max pooling with stride 2 (rounding up) and where each maximum was.
+
+    Args:
+      x: [B, H, W, C].
+
+    Returns:
+      (pooled [B, ceil(H/2), ceil(W/2), C], argmax int32 [same]: 0..3, the maximum's place
+      in its window in row-major order (dy * 2 + dx); ties go to the first, as Caffe's).
+    """
+    batch, height, width, channels = x.shape
+    padded_h, padded_w = -(-height // 2) * 2, -(-width // 2) * 2
+    lowest = jnp.finfo(x.dtype).min
+    x = jnp.pad(x, ((0, 0), (0, padded_h - height), (0, padded_w - width), (0, 0)),
+                constant_values=lowest)
+    windows = x.reshape(batch, padded_h // 2, 2, padded_w // 2, 2, channels)
+    windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(
+        batch, padded_h // 2, padded_w // 2, channels, 4)
+    return jnp.max(windows, axis=-1), jnp.argmax(windows, axis=-1).astype(jnp.int32)
+
+
+def max_unpool(x: jax.Array, argmax: jax.Array, size: Sequence[int]) -> jax.Array:
+    """Puts each value of `x` at its maximum's place in a 2x2 window, zeros elsewhere.
+
+    Args:
+      x: [B, h, w, C]; argmax: [B, h, w, C] from `max_pool_with_argmax`; size: the (H, W)
+        before pooling, h = ceil(H / 2).
+
+    Returns:
+      [B, H, W, C].
+    """
+    batch, height, width, channels = x.shape
+    placed = jax.nn.one_hot(argmax, 4, dtype=x.dtype) * x[..., None]  # [B, h, w, C, 4]
+    placed = placed.reshape(batch, height, width, channels, 2, 2)
+    up = placed.transpose(0, 1, 4, 2, 5, 3).reshape(batch, 2 * height, 2 * width, channels)
+    return up[:, :size[0], :size[1]]
+
+
+class SegNet(nn.Module):
+    """[B, H, W, 3] pixels in [0, 255] -> float32 logits [B, H, W, num_classes]."""
+
+    num_classes: int
+    blocks: Sequence[Sequence[int]] = VGG16_BLOCKS
+    kernel_size: int = 3
+    basic: bool = False  # SegNet-Basic: no ReLU in the decoder, a 1x1 classifier
+    dtype: Any = jnp.float32
+    bn_momentum: float = 0.9997
+    bn_epsilon: float = 1e-5
+
+    def conv_bn(self, x, features, name, train, relu=True):
+        x = nn.Conv(features, (self.kernel_size,) * 2, padding="SAME", use_bias=False,
+                    dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                         epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=jnp.float32,
+                         name=f"{name}_norm")(x)
+        return nn.relu(x) if relu else x
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        x = normalize_pixels(images).astype(self.dtype)
+        pools = []
+        for level, widths in enumerate(self.blocks, 1):
+            for index, features in enumerate(widths, 1):
+                x = self.conv_bn(x, features, f"encoder{level}_conv{index}", train)
+            size = x.shape[1:3]
+            x, argmax = max_pool_with_argmax(x)
+            pools.append((argmax, size))
+        for level in range(len(self.blocks), 0, -1):
+            argmax, size = pools[level - 1]
+            x = max_unpool(x, argmax, size)
+            # The mirror of the encoder block: its widths in reverse, ending in the width of
+            # the block below (the classes for the first block, where the classifier is).
+            widths = list(reversed(self.blocks[level - 1]))
+            outputs = widths[1:] + [self.blocks[level - 2][-1] if level > 1 else None]
+            for index, features in enumerate(outputs, 1):
+                name = f"decoder{level}_conv{index}"
+                if features is None:  # the last convolution: to the classes
+                    if self.basic:
+                        x = self.conv_bn(x, widths[-1], name, train, relu=False)
+                    else:
+                        x = nn.Conv(self.num_classes, (self.kernel_size,) * 2, padding="SAME",
+                                    dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
+                else:
+                    x = self.conv_bn(x, features, name, train, relu=not self.basic)
+        if self.basic:
+            x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
+                        name="logits")(x)
+        return x.astype(jnp.float32)
