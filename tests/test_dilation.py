@@ -176,6 +176,7 @@ def test_atrous_features_are_the_strided_ones_sampled_densely():
         np.testing.assert_allclose(block4[16][:, ::2, ::2], block4[32], atol=1e-5)
 
 
+@pytest.mark.slow  # about 4 s idle
 def test_input_gradient_map_names_a_missing_intermediate():
     model = ResNetV2(depth=14, width=2, multi_grid=(1,))
     variables = dilation.random_variables(model, (1, 33, 33, 3))
@@ -221,7 +222,8 @@ def test_gridding_by_hand():
     assert dilation.count_holes(np.zeros((3, 3), bool)) == 0
 
 
-@pytest.mark.parametrize("multi_grid", [pytest.param((1, 1, 1), marks=pytest.mark.slow), (1, 2, 4)])
+@pytest.mark.parametrize("multi_grid", [pytest.param((1, 1, 1), marks=pytest.mark.slow),
+                                        pytest.param((1, 2, 4), marks=pytest.mark.slow)])
 def test_real_block4_reaches_the_analytic_mask(multi_grid):
     model = ResNetV2(depth=50, width=1, output_stride=16, multi_grid=multi_grid)
     variables = dilation.positive_constant_variables(model, (1, 513, 513, 3))

@@ -69,6 +69,7 @@ def test_single_scale_without_flip_is_plain_softmax(model_and_variables):
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # about 6 s idle
 def test_flip_averaging_is_flip_invariant(model_and_variables):
     model, variables = model_and_variables
     images = jax.random.uniform(jax.random.key(4), (1, 17, 21, 3), maxval=255.0)

@@ -380,7 +380,7 @@ def test_two_processes_sigterm_then_resume_matches_one_process(reference, start,
     _check_disjoint_rows(record, NUM_STEPS, context)
 
 
-@pytest.mark.parametrize("victim,when", [(1, "Starting at step 0"),
+@pytest.mark.parametrize("victim,when", [pytest.param(1, "Starting at step 0", marks=pytest.mark.slow),
                                          pytest.param(0, "First step", marks=pytest.mark.slow),
                                          pytest.param(1, "First step", marks=pytest.mark.slow)])
 def test_two_processes_sigkill_of_one_makes_the_other_exit_not_hang(start, tmp_path, victim,

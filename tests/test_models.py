@@ -112,6 +112,7 @@ def test_train_mode_updates_batch_stats_and_eval_mode_does_not():
     np.testing.assert_array_equal(logits_a, logits_b)
 
 
+@pytest.mark.slow  # about 6 s idle
 def test_bfloat16_computation_keeps_float32_parameters():
     model = DeepLabV3(num_classes=3, aspp_channels=8, dtype=jnp.bfloat16, **TINY)
     images = jnp.full((1, 33, 33, 3), 100.0)
@@ -122,6 +123,7 @@ def test_bfloat16_computation_keeps_float32_parameters():
     assert state["intermediates"]["aspp_output"][0].dtype == jnp.bfloat16
 
 
+@pytest.mark.slow  # about 7 s idle; tests/test_dilation.py measures receptive fields in the default suite
 def test_atrous_rate_grows_the_receptive_field():
     """A block4 position's input gradient reaches further when block4's rate is larger."""
     # Large enough that rate-16 taps stay inside: on a small map they would fall into the

@@ -86,8 +86,9 @@ def test_notebook_states_its_question_and_answer(path):
     assert nb.metadata.kernelspec.name == "python3"
 
 
-# The two that build and differentiate real models take ~20 s each: -m slow runs them.
-SLOW_NOTEBOOKS = ("02_effective_receptive_field", "03_gridding")
+# The two that build and differentiate real models take ~20 s each, the first 7 s: -m slow
+# runs them; 04 (output-size arithmetic) stays in the default suite.
+SLOW_NOTEBOOKS = ("01_valid_weights_vs_rate", "02_effective_receptive_field", "03_gridding")
 
 
 @pytest.mark.parametrize("path", [

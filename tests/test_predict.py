@@ -108,6 +108,7 @@ def test_padding_is_the_mean_pixel_not_zero(run):
     assert np.any(zero_padded != expected)  # the test could tell the two paddings apart
 
 
+@pytest.mark.slow  # about 5 s idle
 def test_multi_scale_and_flip_go_through_predict_probabilities(run):
     _, restored = run
     image = _image(37, 53, 3)
@@ -282,6 +283,7 @@ def test_export_round_trip_equals_in_framework_predictions(run, tmp_path):
         loaded(_image(20, 31))
 
 
+@pytest.mark.slow  # three subprocesses (about 5 s idle)
 def test_command_lines(run, tmp_path):
     workdir, _ = run
     _write_images(tmp_path / "in", ["a.png"])

@@ -1,6 +1,7 @@
 """The jitted training step: data parallelism with global BatchNorm, and learning."""
 import jax
 import numpy as np
+import pytest
 from jax.sharding import Mesh
 
 from configs import tiny
@@ -96,6 +97,7 @@ def test_metrics_are_sums_and_the_schedule_is_poly():
     np.testing.assert_allclose(float(metrics["learning_rate"]), base, rtol=1e-6)
 
 
+@pytest.mark.slow  # two compilations (about 6 s idle)
 def test_the_state_is_donated_unless_asked_not_to():
     config = config_lib.resolve_config(tiny.get_config())
     mesh = Mesh(np.asarray(jax.devices()[:1]), (parallel.DATA_AXIS,))
