@@ -79,7 +79,7 @@ def write_predictions(results: dict[str, Any], configs: dict[str, Any], output_d
     consecutive video frames, nearly alike), truth, then every model's prediction."""
     first = configs[results["rows"][0]["name"]]
     source = datasets.get_dataset(first.data, first.data.eval_split)
-    count = min(num_pictures, len(source))
+    count = max(1, min(num_pictures, len(source)))
     examples = [source[index * len(source) // count] for index in range(count)]
     palette = source.palette
     columns = [("image", [example["image"] for example in examples]),
