@@ -117,7 +117,7 @@ def test_padding_takes_no_part():
                                atol=1e-6)
 
 
-@pytest.mark.slow  # trains, then evaluates with the CRF (about 20 s idle)
+@pytest.mark.slow  # trains, then evaluates with the CRF (about 17 s idle)
 def test_evaluation_with_the_crf_writes_its_own_results(tmp_path):
     config = tiny.get_config()
     workdir = str(tmp_path / "run")

@@ -189,7 +189,7 @@ def test_check_command_exits_non_zero_on_problems_and_zero_on_clean_data(tmp_pat
     assert broken.returncode == 1 and "PROBLEM label value outside the classes: 1" in broken.stdout
 
 
-@pytest.mark.slow  # a training run on a written folder (about 20 s idle)
+@pytest.mark.slow  # a training run on a written folder (under 16 s idle)
 def test_a_few_training_steps_on_your_own_data(tmp_path):
     folder = _index_dataset(str(tmp_path / "mine"), splits=(("train", 8), ("val", 3)),
                             size=(30, 26))

@@ -98,7 +98,7 @@ def test_camvid_folder_source_at_half_resolution():
     assert set(np.unique(example["label"])) <= set(range(11)) | {255}
 
 
-@pytest.mark.slow  # the real CamVid, trained and evaluated (about 20 s idle)
+@pytest.mark.slow  # the real CamVid, trained and evaluated (under 16 s idle)
 @needs_camvid
 def test_camvid_config_trains_and_evaluates_on_the_real_folder(tmp_path):
     """configs/camvid.py at a toy size: real files through decode, pad, device-side

@@ -128,7 +128,7 @@ def test_atrous_keeps_the_receptive_field_at_every_output_stride(multi_grid):
     assert len(set(sizes.values())) == 1, sizes
 
 
-@pytest.mark.slow  # analysis behind the notebooks (about 10 s idle)
+@pytest.mark.slow  # analysis behind the notebooks (under 16 s idle)
 def test_gradient_support_is_the_theoretical_receptive_field():
     # Positive weights, positive pixels: every path adds, nothing cancels. Depth 14, OS8.
     model = DeepLabV3(num_classes=2, depth=14, width=2, aspp_channels=4, output_stride=8,
@@ -158,7 +158,7 @@ def test_gradient_support_is_the_theoretical_receptive_field():
     assert np.all(aspp > 0)
 
 
-@pytest.mark.slow  # analysis behind the notebooks (about 12 s idle)
+@pytest.mark.slow  # analysis behind the notebooks (under 16 s idle)
 def test_atrous_features_are_the_strided_ones_sampled_densely():
     # Why notebook 02's OS8 and OS16 maps coincide: in inference mode block4 at OS8, taken at
     # every other position, is block4 at OS16 (and OS16's at every other is OS32's), for odd

@@ -132,7 +132,7 @@ def test_checkpoint_of_another_model_is_refused(trained_workdir):
         train.evaluate_checkpoint(config, workdir)
 
 
-@pytest.mark.slow  # a second training run (about 8 s idle)
+@pytest.mark.slow  # a second training run (under 16 s idle)
 def test_init_from_starts_a_new_stage_from_another_run(trained_workdir, tmp_path):
     workdir, _ = trained_workdir
     config = _config(num_train_steps=1)
@@ -171,7 +171,7 @@ def test_an_unreadable_timing_record_is_kept_aside_not_overwritten(tmp_path):
     assert entry["images_per_second"] == pytest.approx(3 * 8 / 5.0, rel=0.02)
 
 
-@pytest.mark.slow  # a training run with a signal in its evaluation (about 7 s idle)
+@pytest.mark.slow  # a training run with a signal in its evaluation (under 16 s idle)
 def test_sigterm_during_an_evaluation_is_acted_on_when_it_ends(tmp_path, monkeypatch):
     """The evaluation in flight runs to its end and is written; the next step is saved as
     the preemption checkpoint, and the run stops there."""

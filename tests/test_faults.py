@@ -200,7 +200,7 @@ def _preempted_step(output):
 
 # ------------------------------------------------------- kill -9 and SIGTERM, one process
 
-@pytest.mark.slow  # four subprocess runs (about 30 s idle); test_end_to_end resumes exactly in the default suite
+@pytest.mark.slow  # four subprocess runs (47 s idle with its setup); test_end_to_end resumes exactly in the default suite
 def test_kill_9_in_a_save_sigterm_kill_9_in_a_deletion_then_resume_bit_identical(
         reference, start, tmp_path):
     """Three interruptions of one run, then the same command to the end.
@@ -354,7 +354,7 @@ def _check_disjoint_rows(record, num_steps, context):
         assert consumed == [_expected_ids(step, rows) for step in range(num_steps)], context
 
 
-@pytest.mark.slow  # two processes x 4 devices, twice (about 20 s idle); the SIGKILL test stays in the default suite
+@pytest.mark.slow  # two processes x 4 devices, twice (about 30 s idle)
 def test_two_processes_match_one_and_sigterm_to_one_makes_both_save_the_same_step(
         reference, start, tmp_path):
     """2 processes x 4 CPU devices (jax.distributed, gloo) == 1 process x 8 devices."""

@@ -13,7 +13,7 @@ from experiments.gpu_speed import atrous_conv, benchmark, ours, theirs, work_per
 from experiments.gpu_speed.settings import Setting
 
 
-@pytest.mark.slow  # compiles the benchmark step twice (about 15 s idle)
+@pytest.mark.slow  # compiles the benchmark step twice (under 16 s idle)
 def test_training_step_benchmark_jax_half(tmp_path):
     report = benchmark.main([
         "--settings", "14/8/float32/taps", "--width", "4", "--aspp_channels", "8",

@@ -125,8 +125,15 @@ def test_a_step_on_8_devices_equals_the_step_on_1(name):
         state, metrics = step(state, parallel.to_global_batch(host_batch, mesh),
                               jax.random.key(3))
         results.append(jax.device_get((state.params, state.batch_stats, metrics)))
+    # SegNet routes every gradient through 5 unpoolings to its window's argmax: a near-tie
+    # that another reduction order breaks the other way moves a gradient to the neighbouring
+    # pixel. Measured (2026-11-30): the last decoder layers agree to 3e-8, the differences
+    # grow with each unpooling on the way back, to 9.5e-5 in the first encoder kernel; the BN
+    # batch statistics agree to 1.2e-7 (per-device BN, one example per device, would differ
+    # by tens of percent).
+    atol = 2e-4 if name == "segnet" else 2e-5
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=atol, err_msg=name)
 
 
 def test_deeplabv3_keeps_its_parameter_names():
@@ -232,7 +239,7 @@ def test_resolved_config_keeps_only_the_chosen_block():
     assert [name for name in NAMES if name in config.model] == ["pspnet"]
 
 
-@pytest.mark.slow  # trains one model, restores into another (about 5 s idle)
+@pytest.mark.slow  # trains one model, restores into another (under 16 s idle)
 def test_a_checkpoint_of_one_model_is_refused_by_another_naming_both(tmp_path):
     from deeplab_jax import train  # pylint: disable=import-outside-toplevel
     from deeplab_jax.training.checkpoint import CheckpointMismatchError

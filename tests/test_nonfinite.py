@@ -127,7 +127,7 @@ def test_all_finite_sees_nan_and_both_infinities_in_any_leaf():
             assert not bool(check(poisoned)), (key, bad)
 
 
-@pytest.mark.slow  # two runs (about 12 s idle)
+@pytest.mark.slow  # two runs (under 16 s idle)
 def test_the_count_of_skips_in_a_row_survives_a_resume(tmp_path):
     """Skips at steps 4 and 5, then the run ends with a checkpoint at 5 ("2 in a row"); the
     resumed run skips step 6: three in a row across the restart, and it stops there."""

@@ -28,7 +28,7 @@ def _profile(stride):
     return step_profile.profile_train_step(config, 5, steps=1, warmup=1)
 
 
-@pytest.mark.slow  # compiles the step at several batch sizes (about 15 s idle)
+@pytest.mark.slow  # compiles the step at several batch sizes (under 16 s idle)
 def test_profile_reports_flops_memory_and_batch_fit():
     profile = _profile(16)
     assert profile["flops_per_step"] > 0 and profile["step_ms"] > 0
