@@ -63,6 +63,21 @@ def compile_train_step(config: ml_collections.ConfigDict, num_classes: int, batc
     return step.lower(state, batch, jax.random.key(1)).compile(), state, batch
 
 
+def time_train_steps(compiled, state, batch, steps: int, warmup: int,
+                     seed: int = 2) -> list[float]:
+    """Seconds of each of `steps` calls of a compiled train step after `warmup` untimed
+    ones, each waited for (`block_until_ready`); the state is threaded through (donated)."""
+    rngs = jax.random.split(jax.random.key(seed), warmup + steps)
+    times = []
+    for index in range(warmup + steps):
+        begin = time.perf_counter()
+        state, metrics = compiled(state, batch, rngs[index])
+        jax.block_until_ready((state, metrics))
+        if index >= warmup:
+            times.append(time.perf_counter() - begin)
+    return times
+
+
 def profile_train_step(config: ml_collections.ConfigDict, num_classes: int, *,
                        steps: int = 5, warmup: int = 2,
                        device: Optional[jax.Device] = None) -> dict[str, Any]:
@@ -82,15 +97,7 @@ def profile_train_step(config: ml_collections.ConfigDict, num_classes: int, *,
     compile_s = time.perf_counter() - start
     flops, memory = xla_cost.flops(compiled), xla_cost.memory(compiled)
 
-    rngs = jax.random.split(jax.random.key(2), warmup + steps)
-    times = []
-    for index in range(warmup + steps):
-        begin = time.perf_counter()
-        state, metrics = compiled(state, batch, rngs[index])
-        jax.block_until_ready((state, metrics))
-        if index >= warmup:
-            times.append(time.perf_counter() - begin)
-    step_s = statistics.median(times)
+    step_s = statistics.median(time_train_steps(compiled, state, batch, steps, warmup))
 
     doubled, _, _ = compile_train_step(config, num_classes, 2 * batch_size, mesh)
     doubled_memory = xla_cost.memory(doubled)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from deeplab_jax.data import ade20k, image_io
+from deeplab_jax.data import ade20k, tfds_builders
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Optional (without it, the archive is downloaded): put {ade20k.ARCHIVE}
@@ -55,11 +55,7 @@ class Ade20kSceneParsing(tfds.core.GeneratorBasedBuilder):
             description=("ADE20K SceneParsing (MIT Scene Parsing Benchmark 2016): 150 "
                          "classes, images of varying size. Labels are class indices 0..149, "
                          "255 = other / ignore."),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "image_id": tfds.features.Text(),
-            }),
+            features=tfds_builders.segmentation_features(),
             supervised_keys=("image", "label"),
             disable_shuffling=True,
             homepage="http://sceneparsing.csail.mit.edu/",
@@ -76,12 +72,7 @@ class Ade20kSceneParsing(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(files[split]) for split in files}
 
     def _generate_examples(self, files):
-        for index, (image_path, label_path) in enumerate(files):
-            example = ade20k.load_example(image_path, label_path)
-            stored = image_path if image_io.decodes_unchanged(image_path) else example["image"]
-            yield index, {"image": stored,
-                          "label": example["label"][..., None],
-                          "image_id": Path(image_path).stem}
+        return tfds_builders.examples(files, ade20k.load_example)
 
 
 def _source_root(dl_manager: tfds.download.DownloadManager) -> Path:
@@ -134,11 +125,4 @@ def prepare(data_dir: str | os.PathLike | None = None,
       manual_dir: a folder with the archive or its extraction (MANUAL_DOWNLOAD_INSTRUCTIONS);
         None: TFDS's default manual dir if it holds them, else the download.
     """
-    if data_dir is not None:
-        data_dir = os.path.expanduser(os.fspath(data_dir))
-    if manual_dir is not None:
-        manual_dir = os.path.expanduser(os.fspath(manual_dir))
-    builder = Ade20kSceneParsing(data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, try_download_gcs=False))
-    return builder
+    return tfds_builders.prepare(Ade20kSceneParsing, data_dir, manual_dir, try_download_gcs=False)

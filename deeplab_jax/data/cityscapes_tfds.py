@@ -39,7 +39,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from deeplab_jax.data import cityscapes, image_io
+from deeplab_jax.data import cityscapes, tfds_builders
 
 ARCHIVES = ((cityscapes.IMAGE_ARCHIVE, cityscapes.IMAGE_DIR),
             (cityscapes.LABEL_ARCHIVE, cityscapes.LABEL_DIR))
@@ -70,11 +70,7 @@ class CityscapesFine(tfds.core.GeneratorBasedBuilder):
             description=("Cityscapes street scenes with fine annotations, 19 classes ("
                          + ", ".join(cityscapes.CLASS_NAMES) + "), 1024x2048. Labels are "
                          "train ids, 255 = ignore."),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "image_id": tfds.features.Text(),
-            }),
+            features=tfds_builders.segmentation_features(),
             supervised_keys=("image", "label"),
             disable_shuffling=True,
             homepage="https://www.cityscapes-dataset.com",
@@ -98,12 +94,7 @@ class CityscapesFine(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(files[split]) for split in splits}
 
     def _generate_examples(self, files):
-        for index, (image_path, label_path) in enumerate(files):
-            example = cityscapes.load_example(image_path, label_path)
-            stored = image_path if image_io.decodes_unchanged(image_path) else example["image"]
-            yield index, {"image": stored,
-                          "label": example["label"][..., None],
-                          "image_id": cityscapes.image_id(image_path)}
+        return tfds_builders.examples(files, cityscapes.load_example, cityscapes.image_id)
 
 
 def _manual_dir(dl_manager) -> tuple[Path | None, str]:
@@ -159,11 +150,4 @@ def prepare(data_dir: str | os.PathLike | None = None,
       manual_dir: the folder with the two archives (see MANUAL_DOWNLOAD_INSTRUCTIONS); None:
         TFDS's default manual dir, <data_dir>/downloads/manual.
     """
-    if data_dir is not None:
-        data_dir = os.path.expanduser(os.fspath(data_dir))
-    if manual_dir is not None:
-        manual_dir = os.path.expanduser(os.fspath(manual_dir))
-    builder = CityscapesFine(data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, try_download_gcs=False))
-    return builder
+    return tfds_builders.prepare(CityscapesFine, data_dir, manual_dir, try_download_gcs=False)

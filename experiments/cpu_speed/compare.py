@@ -87,14 +87,8 @@ def time_ours(config, num_classes: int, steps: int, warmup: int) -> dict[str, An
     compiled, state, batch = step_profile.compile_train_step(
         config, num_classes, config.data.batch_size, mesh)
     compile_s = time.perf_counter() - start
-    rngs = jax.random.split(jax.random.key(1), warmup + steps)
-    times = []
-    for index in range(warmup + steps):
-        begin = time.perf_counter()
-        state, metrics = compiled(state, batch, rngs[index])
-        jax.block_until_ready((state, metrics))
-        if index >= warmup:
-            times.append(time.perf_counter() - begin)
+    times = step_profile.time_train_steps(compiled, state, batch, steps, warmup, seed=1)
+    rngs = jax.random.split(jax.random.key(1), steps)
     # The augmentation warp alone (ours runs it inside the step; torch is fed crops).
     warp = jax.jit(lambda rng, b: augment.augment_batch(
         rng, b["image"], b["label"], b["size"], **augment_config_kwargs(config.data)))
