@@ -3,9 +3,9 @@
     python -m deeplab_jax.main --config=configs/synthetic.py --workdir=/tmp/deeplab_synthetic
 
 Classes differ by shape alone (deeplab_jax/data/synthetic.py), so only spatial context
-separates them. Expected: 0.9307 val mIoU in 4m34s on 2 CPU cores (the run is deterministic);
-the per-pixel control, --config.model.architecture=per_pixel, reaches 0.1702
-(experiments/synthetic_default).
+separates them. Expected: 0.9428 val mIoU in 3m04s on 2 Zen 5 cores (the run is
+deterministic on one CPU type); the per-pixel control, --config.model.architecture=per_pixel,
+reaches 0.1702 (experiments/synthetic_default).
 """
 from configs import voc
 
@@ -41,10 +41,15 @@ def get_config():
     model.per_pixel.width = 64  # the control, --config.model.architecture=per_pixel
     model.bn_momentum = 0.99  # a few thousand steps: 0.9997 would not settle in time
 
-    config.optim.base_learning_rate = 0.2
+    # Adam for 2500 steps matches SGD (lr 0.2, the default until 2026-11-30) for 4000: 0.9428,
+    # 0.9452 and 0.9300 against 0.9307, 0.9150 and 0.9371 at seeds 0, 1 and 2. 2000 Adam
+    # steps fell to 0.88 at seed 2; lr 1e-2 learned slower than 5e-3 (0.44 against 0.86
+    # after 1000 steps). experiments/synthetic_default has the table; voc.py keeps SGD.
+    config.optim.optimizer = "adam"
+    config.optim.base_learning_rate = 5e-3
     config.eval.batch_size = 40
-    config.num_train_steps = 4000
-    config.log_every_steps = 200
-    config.eval_every_steps = 1000
-    config.checkpoint_every_steps = 1000
+    config.num_train_steps = 2500
+    config.log_every_steps = 250
+    config.eval_every_steps = 1250
+    config.checkpoint_every_steps = 1250
     return config

@@ -70,9 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
         model[name] = block
 
     config.optim = optim = ml_collections.ConfigDict()
+    # "sgd": SGD with momentum, the paper's (Sec. 4.1); "adam": Adam (b1 = optim.momentum,
+    # b2 = 0.999) on the same poly schedule, for short from-scratch runs (configs/synthetic.py).
+    optim.optimizer = "sgd"
     optim.base_learning_rate = 0.007  # poly schedule start (Sec. 4.1)
     optim.poly_power = 0.9  # lr = base * (1 - step / num_train_steps) ** power
-    optim.momentum = 0.9  # SGD momentum
+    optim.momentum = 0.9  # SGD momentum (Adam's b1)
     optim.weight_decay = 1e-4  # L2 on conv kernels only, as TF-slim's resnet_arg_scope
     optim.freeze_bn = False  # True: train with frozen BN statistics (OS8 fine-tuning stage)
     # Per-class loss weights: "none"; "median_frequency" (SegNet's balancing, computed from

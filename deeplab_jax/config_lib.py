@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from deeplab_jax import models
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, strides_and_rates
+from deeplab_jax.training.step import OPTIMIZERS
 
 # Modules whose configs together define every known field: voc.py (the schema every
 # config inherits from) and synthetic.py (the `data.synthetic` generator settings).
@@ -137,6 +138,9 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     for name in models.MODELS:  # the resolved config describes the chosen model only
         if name != model.architecture and name in model:
             del model[name]
+    if config.optim.optimizer not in OPTIMIZERS:
+        raise ValueError(f"config.optim.optimizer={config.optim.optimizer!r} is not one of "
+                         f"{OPTIMIZERS}.")
     if config.num_train_steps < 1:
         raise ValueError(f"config.num_train_steps={config.num_train_steps} must be >= 1.")
     for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",

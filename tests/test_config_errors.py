@@ -80,6 +80,13 @@ def test_counts_that_must_be_positive(tmp_path, nothing_compiles, field, value):
     _refused(config, tmp_path, rf"config\.{field}={value}")
 
 
+def test_unknown_optimizer(tmp_path, nothing_compiles):
+    config = tiny.get_config()
+    config.optim.optimizer = "adamw"
+    _refused(config, tmp_path, r"config\.optim\.optimizer='adamw' is not one of "
+                               r"\('sgd', 'adam'\)")
+
+
 def test_workdirs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert config_lib.check_workdir("runs/a") == str(tmp_path / "runs" / "a")  # normalised

@@ -98,6 +98,25 @@ def test_rerun_resumes_exactly_where_the_checkpoint_left_off(trained_workdir, tm
     assert [(t["start_step"], t["end_step"]) for t in timing] == [(0, 4), (2, 4)]
 
 
+@pytest.mark.slow  # two tiny training runs with Adam's step to compile (about 19 s idle)
+def test_an_adam_run_resumes_exactly(tmp_path):
+    """The embedded default trains with Adam: its moments are saved and restored too."""
+    config = _config(num_train_steps=2)
+    config.eval_every_steps = 2  # one evaluation, at the end
+    config.optim.optimizer = "adam"
+    config.optim.base_learning_rate = 5e-3
+    workdir, interrupted = str(tmp_path / "run"), str(tmp_path / "interrupted")
+    train.train_and_evaluate(config, workdir)
+    shutil.copytree(workdir, interrupted)
+    shutil.rmtree(os.path.join(interrupted, "checkpoints", "2"))
+    train.train_and_evaluate(config, interrupted)
+    final, resumed = _load_checkpoint(workdir, 2), _load_checkpoint(interrupted, 2)
+    paths = [jax.tree_util.keystr(path) for path, _ in _leaves(final)]
+    assert "['opt_state'][0]['nu']['aspp']['branch0']['kernel']" in paths  # Adam's moments
+    for (path, a), (_, b) in zip(_leaves(final), _leaves(resumed)):
+        np.testing.assert_array_equal(a, b, err_msg=str(path))
+
+
 def test_rerun_of_a_finished_run_trains_nothing(trained_workdir):
     workdir, _ = trained_workdir
     before = _load_checkpoint(workdir, 4)

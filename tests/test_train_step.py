@@ -111,3 +111,18 @@ def test_the_state_is_donated_unless_asked_not_to():
     newer_state, _ = kept(new_state, batch, jax.random.key(1))
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(new_state.params))
     assert int(newer_state.step) == int(new_state.step) + 1
+
+
+@pytest.mark.parametrize("name", train_step_lib.OPTIMIZERS)
+def test_the_optimizers_first_update(name):
+    """SGD's first step is -lr * g; Adam's (bias-corrected) is -lr * g / (|g| + eps)."""
+    config = tiny.get_config()
+    config.optim.optimizer = name
+    config.optim.base_learning_rate = 0.1
+    optimizer = train_step_lib.create_optimizer(config.optim, config.num_train_steps)
+    params = {"kernel": np.zeros(4, np.float32)}
+    grads = {"kernel": np.array([2.0, -0.5, 1e-3, 0.0], np.float32)}
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    expected = -0.1 * (grads["kernel"] if name == "sgd"
+                       else grads["kernel"] / (np.abs(grads["kernel"]) + 1e-8))
+    np.testing.assert_allclose(updates["kernel"], expected, rtol=1e-5, atol=1e-7)

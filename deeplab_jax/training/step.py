@@ -2,7 +2,7 @@
 
 One step: augment the batch on device (random scale, crop, flip), apply the model with batch
 statistics, masked softmax cross-entropy (plus the auxiliary head's, weighted, for models
-trained with one) plus L2 weight decay on conv kernels, SGD with momentum on the poly
+trained with one) plus L2 weight decay on conv kernels, SGD with momentum (or Adam) on the poly
 schedule. Under `jax.jit` with a batch-sharded input, BatchNorm's mean
 and variance cover the global batch (see `deeplab_jax/parallel.py`). A step whose loss, gradients or new
 BN statistics are not all finite is skipped inside the step: it changes nothing but the step
@@ -42,11 +42,24 @@ def create_learning_rate_schedule(optim_config: ml_collections.ConfigDict,
         power=optim_config.poly_power, transition_steps=num_train_steps)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def create_optimizer(optim_config: ml_collections.ConfigDict,
                      num_train_steps: int) -> optax.GradientTransformation:
-    """SGD with momentum; weight decay is a loss term (see `losses.l2_weight_decay`)."""
-    return optax.sgd(create_learning_rate_schedule(optim_config, num_train_steps),
-                     momentum=optim_config.momentum)
+    """SGD with momentum (the paper's) or Adam, on the poly schedule.
+
+    Weight decay is a loss term either way (see `losses.l2_weight_decay`), as TF-slim's L2
+    regularizer; under Adam its gradient is rescaled like any other, so it is an L2 penalty,
+    not AdamW's decoupled decay.
+    """
+    learning_rate = create_learning_rate_schedule(optim_config, num_train_steps)
+    if optim_config.optimizer == "sgd":
+        return optax.sgd(learning_rate, momentum=optim_config.momentum)
+    if optim_config.optimizer == "adam":
+        return optax.adam(learning_rate, b1=optim_config.momentum)
+    raise ValueError(f"config.optim.optimizer={optim_config.optimizer!r} is not one of "
+                     f"{OPTIMIZERS}.")
 
 
 def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,

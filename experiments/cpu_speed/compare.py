@@ -78,6 +78,7 @@ def model_spec(config, num_classes: int) -> dict[str, Any]:
             "bn_momentum": model.bn_momentum, "bn_epsilon": model.bn_epsilon,
             "weight_decay": config.optim.weight_decay,
             "learning_rate": config.optim.base_learning_rate,
+            "optimizer": config.optim.optimizer, "momentum": config.optim.momentum,
             "batch": config.data.batch_size, "size": height}
 
 

@@ -12,8 +12,10 @@ building blocks are torch.nn's (torchvision's compiled ops do not load against t
 build of torch on these machines).
 
 The step: forward in training mode (BatchNorm over the batch), softmax cross-entropy with
-ignore index 255, backward, SGD with momentum 0.9 and weight decay on the convolution
-kernels only (ours: an L2 term on them, the same gradient), on a batch already in memory,
+ignore index 255, backward, the config's optimizer (SGD with momentum, or Adam with b1 = the
+momentum) with weight decay on the convolution kernels only (ours: an L2 term on them, the
+same gradient; for Adam, torch's coupled `weight_decay` is that L2 term too), on a batch
+already in memory,
 channels_last, `torch.set_num_threads(threads)`; eager and `torch.compile`d, each timed.
 Our step also runs the on-device augmentation warp; `compare.py` times that part alone.
 """
@@ -104,9 +106,15 @@ def run(spec: dict) -> dict:
     params = sum(p.numel() for p in model.parameters())
     kernels = [p for name, p in model.named_parameters() if p.ndim == 4]
     others = [p for name, p in model.named_parameters() if p.ndim != 4]
-    optimizer = torch.optim.SGD([{"params": kernels, "weight_decay": spec["weight_decay"]},
-                                 {"params": others, "weight_decay": 0.0}],
-                                lr=spec["learning_rate"], momentum=0.9)
+    groups = [{"params": kernels, "weight_decay": spec["weight_decay"]},
+              {"params": others, "weight_decay": 0.0}]
+    if spec["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=spec["learning_rate"], momentum=spec["momentum"])
+    elif spec["optimizer"] == "adam":
+        optimizer = torch.optim.Adam(groups, lr=spec["learning_rate"],
+                                     betas=(spec["momentum"], 0.999))
+    else:
+        raise ValueError(f"torch_step.py has no optimizer {spec['optimizer']!r}.")
     batch, size = spec["batch"], spec["size"]
     generator = torch.Generator().manual_seed(0)
     images = (torch.rand(batch, 3, size, size, generator=generator) * 255).contiguous(
