@@ -8,7 +8,7 @@ resolved config keeps only the chosen model's block; it is what the run saves as
 
 Checks (each error names the field, its value and the fix): fields that `configs/voc.py`
 (the schema every config inherits from) does not define, with the closest known name; an
-unknown model; output strides the model cannot run at; counts that must be positive;
+unknown model or optimizer; output strides the model cannot run at; counts that must be positive;
 workdirs that a run must never write into; and, on the command line, a field of another
 model's block than the chosen one (`check_overrides`: it would change nothing). The model's
 own checks (ASPP rates that only read padding, say) run in its file. Config files are
@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from deeplab_jax import models
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, strides_and_rates
-from deeplab_jax.training.step import OPTIMIZERS
+from deeplab_jax.training.step import check_optimizer
 
 # Modules whose configs together define every known field: voc.py (the schema every
 # config inherits from) and synthetic.py (the `data.synthetic` generator settings).
@@ -138,9 +138,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     for name in models.MODELS:  # the resolved config describes the chosen model only
         if name != model.architecture and name in model:
             del model[name]
-    if config.optim.optimizer not in OPTIMIZERS:
-        raise ValueError(f"config.optim.optimizer={config.optim.optimizer!r} is not one of "
-                         f"{OPTIMIZERS}.")
+    check_optimizer(config.optim.optimizer)
     if config.num_train_steps < 1:
         raise ValueError(f"config.num_train_steps={config.num_train_steps} must be >= 1.")
     for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",

@@ -40,15 +40,15 @@ def rescale_example(image: np.ndarray, label: np.ndarray,
     return resize_example(image, label, *rescaled_size(*label.shape, scale))
 
 
-class RescaledSource:
-    """`source` with every example resized by `scale`; other attributes pass through."""
+class _ResizedSource:
+    """`source` with every example resized to `self.size_for(height, width)` (image bilinear,
+    label nearest: `resize_example`); other attributes pass through."""
 
-    def __init__(self, source, scale: float):
-        if not 0.0 < scale <= 1.0:
-            raise ValueError(f"config.data.image_scale={scale} must be in (0, 1]: it reduces "
-                             "the resolution of the whole dataset (upscaling adds nothing).")
+    def __init__(self, source):
         self._source = source
-        self.scale = scale
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self._source)
@@ -58,8 +58,23 @@ class RescaledSource:
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         example = self._source[index]
-        image, label = rescale_example(example["image"], example["label"], self.scale)
+        image, label = resize_example(example["image"], example["label"],
+                                      *self.size_for(*example["label"].shape[:2]))
         return {**example, "image": image, "label": label}
+
+
+class RescaledSource(_ResizedSource):
+    """`source` with every example resized by `scale`; other attributes pass through."""
+
+    def __init__(self, source, scale: float):
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"config.data.image_scale={scale} must be in (0, 1]: it reduces "
+                             "the resolution of the whole dataset (upscaling adds nothing).")
+        super().__init__(source)
+        self.scale = scale
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        return rescaled_size(height, width, self.scale)
 
 
 def fit_scale(height: int, width: int, short_side: int, long_side_max: int) -> float:
@@ -80,7 +95,7 @@ def fitted_size(height: int, width: int, short_side: int,
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-class ResizedToFit:
+class ResizedToFit(_ResizedSource):
     """`source` with each example resized, keeping its aspect ratio, to `fitted_size`.
 
     The image is resized bilinearly, the label by nearest neighbour (`resize_example`); other
@@ -100,18 +115,9 @@ class ResizedToFit:
                 f"config.data.resize_to_fit=({short_side!r}, {long_side_max!r}) must be None or "
                 "(short_side, long_side_max), two integers with 0 < short_side <= "
                 "long_side_max, e.g. (512, 1024).")
-        self._source = source
+        super().__init__(source)
         self.short_side = short_side
         self.long_side_max = long_side_max
 
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __getattr__(self, name):
-        return getattr(self._source, name)
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        example = self._source[index]
-        size = fitted_size(*example["label"].shape[:2], self.short_side, self.long_side_max)
-        image, label = resize_example(example["image"], example["label"], *size)
-        return {**example, "image": image, "label": label}
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        return fitted_size(height, width, self.short_side, self.long_side_max)

@@ -45,6 +45,13 @@ def create_learning_rate_schedule(optim_config: ml_collections.ConfigDict,
 OPTIMIZERS = ("sgd", "adam")
 
 
+def check_optimizer(name: str) -> str:
+    """Returns `name` if it names an optimizer, else raises a ValueError naming the choices."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"config.optim.optimizer={name!r} is not one of {OPTIMIZERS}.")
+    return name
+
+
 def create_optimizer(optim_config: ml_collections.ConfigDict,
                      num_train_steps: int) -> optax.GradientTransformation:
     """SGD with momentum (the paper's) or Adam, on the poly schedule.
@@ -54,12 +61,9 @@ def create_optimizer(optim_config: ml_collections.ConfigDict,
     not AdamW's decoupled decay.
     """
     learning_rate = create_learning_rate_schedule(optim_config, num_train_steps)
-    if optim_config.optimizer == "sgd":
+    if check_optimizer(optim_config.optimizer) == "sgd":
         return optax.sgd(learning_rate, momentum=optim_config.momentum)
-    if optim_config.optimizer == "adam":
-        return optax.adam(learning_rate, b1=optim_config.momentum)
-    raise ValueError(f"config.optim.optimizer={optim_config.optimizer!r} is not one of "
-                     f"{OPTIMIZERS}.")
+    return optax.adam(learning_rate, b1=optim_config.momentum)
 
 
 def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
