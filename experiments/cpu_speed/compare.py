@@ -39,6 +39,7 @@ from deeplab_jax.models.resnet import UNITS_PER_BLOCK, strides_and_rates
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags
 from deeplab_jax.training.step import augment_config_kwargs
+from experiments.results_files import write_results
 
 PROGRAM = "python -m experiments.cpu_speed.compare"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -178,12 +179,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         report["same_params"] = theirs["params"] == ours["params"]
         print(markdown(report))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "results.json"), "w") as file:
-            json.dump(report, file, indent=1)
-        if theirs:
-            with open(os.path.join(args.output_dir, "results.md"), "w") as file:
-                file.write(markdown(report))
+        write_results(args.output_dir, report, markdown(report) if theirs else None)
     return report
 
 

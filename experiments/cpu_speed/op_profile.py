@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import glob
-import json
 import os
 import re
 import statistics
@@ -38,6 +37,7 @@ from deeplab_jax.data import datasets
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags
 from experiments.cpu_speed.compare import load_config
+from experiments.results_files import write_results
 
 PROGRAM = "python -m experiments.cpu_speed.op_profile"
 # Events that are bookkeeping around thunks, not work.
@@ -163,11 +163,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
               "profile": profile(load_config(args), args.steps)}
     print(markdown(report, args.top))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "results.json"), "w") as file:
-            json.dump(report, file, indent=1)
-        with open(os.path.join(args.output_dir, "results.md"), "w") as file:
-            file.write(markdown(report, args.top))
+        write_results(args.output_dir, report, markdown(report, args.top))
     return report
 
 

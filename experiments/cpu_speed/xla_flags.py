@@ -26,6 +26,7 @@ from absl import flags
 
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags
+from experiments.results_files import write_results
 
 PROGRAM = "python -m experiments.cpu_speed.xla_flags"
 
@@ -123,11 +124,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
               "base_flags": args.base_flags, "results": results}
     print(markdown(report))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "results.json"), "w") as file:
-            json.dump(report, file, indent=1)
-        with open(os.path.join(args.output_dir, "results.md"), "w") as file:
-            file.write(markdown(report))
+        write_results(args.output_dir, report, markdown(report))
     return report
 
 

@@ -6,12 +6,12 @@ machine it ran on; `results.json` holds every number of every job.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from deeplab_jax.reporting import machine
 from experiments.gpu_speed import theirs
+from experiments.results_files import write_results
 
 
 def _fmt(value, spec: str, scale: float = 1.0, missing: str = "n/a") -> str:
@@ -134,8 +134,4 @@ def environment() -> dict[str, Any]:
 
 
 def write_report(report: dict[str, Any], output_dir: str) -> None:
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump(report, f, indent=1, default=str)
-    with open(os.path.join(output_dir, "results.md"), "w") as f:
-        f.write(markdown(report))
+    write_results(output_dir, report, markdown(report))
