@@ -40,6 +40,10 @@ SETTINGS = {
                     "individual_dot",
     "xnn_conv_dot": "--xla_cpu_experimental_xnn_fusion_type=individual_convolution,"
                     "individual_dot",
+    # XNNPACK off. The step's convolutions run in YNNPACK (`ynn_fusion` in op_profile/) with
+    # no flag set; with this one they still do (op_profile.py under it), so it does not
+    # reach them: no flag found here hands them back to Eigen.
+    "xnnpack_off": "--xla_cpu_use_xnnpack=false",
     # oneDNN (Intel's library) for dots and convolutions.
     "onednn": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
     # Eigen's thread pool off for convolutions and dots (one thread inside each op).
