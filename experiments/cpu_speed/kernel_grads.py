@@ -16,8 +16,8 @@ and the output gradient over the pixels where that tap lands inside the image:
 gradient as one einsum per tap (taps that read only padding give zeros). This script
 compiles the config's training step once per variant in one process (`VARIANTS`: as it is;
 every stride-1 NHWC convolution so written; the 1x1s only; the 3x3s only), swapping
-`lax.conv_general_dilated` only while tracing (nothing in the package changes), checks that
-the gradients agree, and times the variants in interleaved rounds (A B C D A B C D ...), so
+`lax.conv_general_dilated` only while tracing (nothing in the package changes), measures
+how far the gradients differ, and times the variants in interleaved rounds (A B C D ...), so
 the ratios are measured in one run on one machine.
 It is a measurement, not an option of the package: see README.md for why it is not used.
 """
