@@ -89,6 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
     evaluation.flip = False  # also average the flipped input's probabilities
     evaluation.batch_size = 8  # global evaluation batch
     evaluation.num_visualizations = 6  # val images drawn as image | truth | prediction
+    # Resamples of the images behind each evaluation's 95% bootstrap interval
+    # (`evaluation/intervals.py`); 0 leaves the intervals out.
+    evaluation.interval_resamples = 1000
     # The fully connected CRF after the network (DeepLab v1/v2), in evaluation, prediction
     # and export: deeplab_jax/evaluation/crf.py. Defaults: DeepLab v2 ResNet-101's for VOC,
     # in pixels of the image it runs on (scale the two xy stds with the resolution).

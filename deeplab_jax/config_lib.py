@@ -148,6 +148,10 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     if config.keep_best_checkpoints < 0:
         raise ValueError(f"config.keep_best_checkpoints={config.keep_best_checkpoints} must "
                          "be >= 0 (0: keep only the latest config.max_checkpoints_to_keep).")
+    resamples = config.eval.interval_resamples
+    if resamples != 0 and resamples < 100:
+        raise ValueError(f"config.eval.interval_resamples={resamples}: use 0 (no intervals) "
+                         "or at least 100 resamples (the default is 1000).")
     for name in ("batch_size",):
         if config.data[name] < 1 or config.eval[name] < 1:
             raise ValueError(f"config.data.{name}={config.data[name]} and config.eval.{name}="

@@ -42,17 +42,26 @@ def test_the_comparison_runs_end_to_end(tmp_path):
     results = run.main(["--setting=tiny", f"--workdir={tmp_path / 'runs'}",
                         f"--output_dir={output}", "--rows=PSPNet,FCN-8s,DeepLab v2 + CRF,"
                         "DeepLab v2", "--profile_steps=1", "--num_pictures=2",
-                        f"--camvid_dir={CAMVID}"])
+                        f"--camvid_dir={CAMVID}", "--seeds=0,1"])
     assert [row["name"] for row in results["rows"]] == ["PSPNet", "FCN-8s", "DeepLab v2"]
+    assert [(cell["name"], cell["seed"]) for cell in results["cells"]] == [
+        (name, seed) for seed in (0, 1) for name in ("PSPNet", "FCN-8s", "DeepLab v2",
+                                                     "DeepLab v2 + CRF")]
     (crf_row,) = results["crf_rows"]  # run after the row it evaluates, whatever the order
     assert crf_row["crf_of"] == "DeepLab v2" and crf_row["crf_ms_per_image"] > 0
-    assert crf_row["miou_without"] == results["rows"][2]["miou"]
+    assert crf_row["miou_without"] == pytest.approx(results["rows"][2]["miou"]["mean"])
+    assert crf_row["change"]["low"] <= crf_row["change"]["high"]
     saved = json.loads((output / "results.json").read_text())
     for row in saved["rows"]:
-        assert 0 <= row["miou"] <= 1 and row["params"] > 0 and row["step_ms"] > 0
-        assert len(row["per_class_iou"]) == 11
+        miou = row["miou"]
+        assert len(miou["per_seed"]) == 2 and 0 <= miou["low"] <= miou["high"] <= 1
+        assert miou["mean"] == pytest.approx(np.mean(miou["per_seed"]))
+        assert row["params"] > 0 and row["step_ms"] > 0 and len(row["per_class_iou"]) == 11
+        assert len({os.path.dirname(os.path.dirname(f)) for f in row["files"]}) == 2
+    assert len(saved["orderings"]) == 2  # three rows: two adjacent pairs
     assert saved["rows"][0]["settings"].startswith("OS8, aux 0.4")
     table = (output / "results.md").read_text()
     assert "| PSPNet |" in table and "| FCN-8s |" in table and saved["commit"] in table
+    assert "Seeds: 0, 1; runs done: 8" in table
     picture = np.asarray(Image.open(output / "predictions.png"))
     assert picture.shape[1] > 5 * picture.shape[0] // 2  # image, truth and three models

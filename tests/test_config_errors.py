@@ -80,6 +80,13 @@ def test_counts_that_must_be_positive(tmp_path, nothing_compiles, field, value):
     _refused(config, tmp_path, rf"config\.{field}={value}")
 
 
+@pytest.mark.parametrize("value", [-1, 10])
+def test_too_few_bootstrap_resamples(tmp_path, nothing_compiles, value):
+    config = tiny.get_config()
+    config.eval.interval_resamples = value
+    _refused(config, tmp_path, rf"config\.eval\.interval_resamples={value}: use 0")
+
+
 def test_unknown_optimizer(tmp_path, nothing_compiles):
     config = tiny.get_config()
     config.optim.optimizer = "adamw"

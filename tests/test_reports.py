@@ -107,6 +107,45 @@ def test_evaluate_keeps_each_images_miou_and_the_worst_and_best(evaluated):
         assert np.all(example["prediction"][:, width:] == 255)
 
 
+def test_evaluate_keeps_every_images_matrix_in_dataset_order(evaluated):
+    model, variables, source, results, stats = evaluated
+    assert np.array_equal(stats.positions, np.arange(11))
+    assert stats.confusions.shape == (11, NUM_CLASSES, NUM_CLASSES)
+    np.testing.assert_array_equal(stats.confusions.sum(0), stats.confusion)
+    np.testing.assert_allclose(per_image.per_image_miou(stats.confusions), stats.miou)
+    assert list(stats.digests) == [per_image.label_digest(example["label"])
+                                   for example in source.examples]
+
+
+def test_per_image_results_of_several_processes_are_gathered_in_dataset_order(monkeypatch):
+    """Two processes, each holding its rows of every global batch of 4 (the last batch half
+    padding): the all-gather stacks them in process order; the result is in dataset order."""
+    rng = np.random.default_rng(0)
+    matrices = rng.integers(0, 9, (6, NUM_CLASSES, NUM_CLASSES)).astype(np.int32)
+    digests = [f"{i:016x}" for i in range(6)]
+    stats = per_image.PerImageStats()  # process 0: rows 0-1 of batch 0, 0-1 of batch 1
+    stats.add_batch(matrices[[0, 1, 4, 5]], lambda _: {}, positions=[0, 1, 4, 5],
+                    digests=[digests[p] for p in (0, 1, 4, 5)])
+    # Process 1 sends rows 2-3 of batch 0 and, for its padding rows of batch 1, position -1.
+    process_1 = {"confusions": np.concatenate([matrices[[2, 3]], np.zeros_like(matrices[:2])]),
+                 "positions": np.array([2, 3, -1, -1], np.int32),
+                 "digests": np.array([np.frombuffer(bytes.fromhex(digests[p]), "<u4")
+                                      for p in (2, 3)] + [[0, 0]] * 2, np.uint32)}
+    sent = {}
+
+    def allgather(tree):
+        sent.update(tree)
+        return {key: np.stack([value, process_1[key]]) for key, value in tree.items()}
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(evaluate.multihost_utils, "process_allgather", allgather)
+    evaluate._gather_per_image(stats, 4, NUM_CLASSES)
+    assert sent["confusions"].shape == (4, NUM_CLASSES, NUM_CLASSES)  # padded to the rows
+    assert np.array_equal(stats.positions, np.arange(6))
+    np.testing.assert_array_equal(stats.confusions, matrices)
+    assert list(stats.digests) == digests
+
+
 def test_report_pictures_are_written(evaluated, tmp_path):
     _, _, source, results, stats = evaluated
     written = figures.write_evaluation_report(str(tmp_path), "val_step00000004_os8", results,

@@ -51,9 +51,10 @@ def test_output_stride_8_costs_more_than_16():
 
 @pytest.mark.slow
 def test_ablation_script_writes_the_table(tmp_path):
-    command = [sys.executable, "experiments/output_stride/run.py", "--config=configs/tiny.py",
+    command = [sys.executable, "-m", "experiments.output_stride.run", "--config=configs/tiny.py",
                f"--workdir={tmp_path / 'runs'}", f"--output_dir={tmp_path / 'out'}",
-               "--train_strides=16", "--eval_strides=8,16", "--profile_steps=1"]
+               "--train_strides=16", "--eval_strides=8,16", "--profile_steps=1",
+               "--seeds=0,1"]
     environment = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True,
                    timeout=600)
@@ -61,6 +62,10 @@ def test_ablation_script_writes_the_table(tmp_path):
     assert {(c["train_stride"], c["eval_stride"]) for c in report["cells"]} == {(16, 8),
                                                                                 (16, 16)}
     assert report["profiles"]["16"]["flops_per_image"] > 0
+    for cell in report["cells"]:  # each cell over both seeds, each from its own run
+        assert cell["seeds"] == [0, 1] and len(cell["miou"]["per_seed"]) == 2
+        assert len({os.path.dirname(os.path.dirname(f)) for f in cell["files"]}) == 2
+        assert 0 <= cell["miou"]["low"] <= cell["miou"]["high"] <= 1
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| 16 | " in table and "78.51" in table
     assert (tmp_path / "out" / "results.png").stat().st_size > 10_000

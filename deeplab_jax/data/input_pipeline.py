@@ -155,7 +155,9 @@ def eval_batches(source: ExampleSource, *, global_batch_size: int,
     count neither in the confusion matrix nor in the image count.
 
     Yields:
-      the train batch keys plus 'valid': bool [b].
+      the train batch keys plus 'valid': bool [b] and 'index': int64 [b], each row's
+      position in the source (-1 for padding rows). 'index' is for the host (per-image
+      results in dataset order), not for the device.
     """
     rows = host_rows(global_batch_size, process_index, process_count)
     height, width = canvas_size
@@ -172,6 +174,7 @@ def eval_batches(source: ExampleSource, *, global_batch_size: int,
             positions = batch_index * global_batch_size + np.arange(global_batch_size)[rows]
             batch = _stack(list(map_examples(load, positions)))
             batch["valid"] = positions < len(source)
+            batch["index"] = np.where(batch["valid"], positions, -1).astype(np.int64)
             yield batch
 
 

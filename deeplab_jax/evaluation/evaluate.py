@@ -20,9 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from deeplab_jax.evaluation import crf, metrics
-from deeplab_jax.evaluation.per_image import PerImageStats
+from deeplab_jax.evaluation.per_image import PerImageStats, label_digest
 from deeplab_jax.models.segmenter import MEAN_PIXEL
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.reporting.eta import ProgressLog
@@ -144,7 +145,9 @@ def evaluate(step_fn: Any, variables: PyTree, host_batches: Iterable[dict[str, n
       to_device: host batch -> global batch (`parallel.to_global_batch`).
       per_image: if given, each valid row of this process also gets its own mIoU, the
         running best and worst examples are kept (with the prediction outside the image's
-        true size set to 255) and `per_image.confusion` is set to the split's matrix.
+        true size set to 255), `per_image.confusion` is set to the split's matrix, and
+        `per_image.confusions`, `.positions` and `.digests` to every image's matrix,
+        dataset position and label digest, gathered from all processes in dataset order.
 
     Returns:
       (metrics dict as in `metrics.metrics_from_confusion_matrix` plus 'num_images', and the
@@ -155,8 +158,11 @@ def evaluate(step_fn: Any, variables: PyTree, host_batches: Iterable[dict[str, n
     shown: dict[str, list[np.ndarray]] = {"image": [], "label": [], "prediction": []}
     progress = ProgressLog("evaluation", expected_num_images, "images")
     pending = None  # Per-image statistics lag one batch: the device runs ahead meanwhile.
+    rows_seen = 0  # this process's rows, padding included: the same on every process
     for host_batch in host_batches:
-        outputs = step_fn(variables, to_device(host_batch))
+        outputs = step_fn(variables, to_device(
+            {key: value for key, value in host_batch.items() if key != "index"}))
+        rows_seen += len(host_batch["valid"])
         confusion = confusion + outputs["confusion"]
         num_images = num_images + outputs["num_images"]
         valid = np.asarray(host_batch["valid"])
@@ -172,6 +178,7 @@ def evaluate(step_fn: Any, variables: PyTree, host_batches: Iterable[dict[str, n
         progress.update(int(valid.sum()) * jax.process_count())
     if pending is not None:
         _add_per_image(per_image, *pending)
+        _gather_per_image(per_image, rows_seen, num_classes)
     num_images = int(num_images)
     if num_images != expected_num_images:
         raise RuntimeError(
@@ -180,6 +187,9 @@ def evaluate(step_fn: Any, variables: PyTree, host_batches: Iterable[dict[str, n
     results = metrics.metrics_from_confusion_matrix(np.asarray(confusion), class_names)
     if per_image is not None:
         per_image.confusion = np.asarray(confusion)
+        if not np.array_equal(per_image.positions, np.arange(num_images)):
+            raise RuntimeError("The per-image results do not cover the split's positions "
+                               "0..N-1 once each; the input pipeline reordered examples.")
     results["num_images"] = num_images
     pictures = {key: np.stack(value[:num_visualizations]) for key, value in shown.items()
                 if value}
@@ -200,7 +210,48 @@ def _add_per_image(per_image: PerImageStats, host_batch: dict[str, np.ndarray],
         return {"image": host_batch["image"][picked], "label": host_batch["label"][picked],
                 "prediction": np.where(inside, prediction, 255).astype(np.int32)}
 
-    per_image.add_batch(_local_rows(outputs["per_image_confusion"])[rows], fetch)
+    sizes = host_batch["size"][rows]
+    digests = [label_digest(host_batch["label"][row, :height, :width])
+               for row, (height, width) in zip(rows, sizes)]
+    positions = host_batch["index"][rows] if "index" in host_batch else None
+    per_image.add_batch(_local_rows(outputs["per_image_confusion"])[rows], fetch,
+                        positions=positions, digests=digests)
+
+
+def _gather_per_image(per_image: PerImageStats, rows_per_process: int,
+                      num_classes: int) -> None:
+    """Every process's per-image matrices, positions and digests, in dataset order.
+
+    Each process pads its lists to `rows_per_process` (position -1), the same length on
+    every process, so one all-gather brings them together; a single process only sorts.
+    """
+    confusions = np.asarray(per_image.confusions, np.int32).reshape(-1, num_classes,
+                                                                    num_classes)
+    positions = np.asarray(per_image.positions, np.int64)
+    if len(positions) != len(confusions):
+        if jax.process_count() > 1:
+            raise ValueError("Per-image results over several processes need the batches' "
+                             "'index' (input_pipeline.eval_batches yields it).")
+        positions = np.arange(len(confusions))  # one process: the order the rows came in
+    digests = np.asarray([np.frombuffer(bytes.fromhex(d), "<u4") for d in per_image.digests],
+                         np.uint32).reshape(-1, 2)
+    if jax.process_count() > 1:
+        padding = rows_per_process - len(confusions)
+        confusions = np.pad(confusions, ((0, padding), (0, 0), (0, 0)))
+        positions = np.pad(positions.astype(np.int32), (0, padding), constant_values=-1)
+        digests = np.pad(digests, ((0, padding), (0, 0)))
+        gathered = multihost_utils.process_allgather(
+            {"confusions": confusions, "positions": positions, "digests": digests})
+        kept = np.asarray(gathered["positions"]).reshape(-1) >= 0
+        confusions, positions, digests = (np.asarray(gathered[key]).reshape(
+            -1, *gathered[key].shape[2:])[kept] for key in ("confusions", "positions",
+                                                             "digests"))
+    order = np.argsort(positions, kind="stable")
+    per_image.confusions = confusions[order]
+    per_image.positions = positions[order]
+    per_image.digests = np.asarray([row.astype("<u4").tobytes().hex() for row in digests],
+                                   dtype="U16")[order] if len(digests) else np.asarray(
+                                       [], "U16")
 
 
 def _local_rows(array: jax.Array) -> np.ndarray:

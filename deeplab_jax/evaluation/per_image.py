@@ -1,16 +1,25 @@
-"""Per-image mIoU during an evaluation, and the running worst and best images.
+"""Per-image results of an evaluation: each image's confusion matrix and mIoU, the worst
+and best images, and the file that keeps the matrices for intervals and paired tests.
 
 Per-image mIoU follows the dataset-level convention (`metrics.metrics_from_confusion_matrix`)
 on one image's confusion matrix: the mean IoU over the classes present in its ground truth or
 its prediction. `PerImageStats` collects it during `evaluate.evaluate` and keeps only the
-running best and worst few examples, so memory does not grow with the split. With several
-processes each sees its own rows: the pictures of process 0 are those of its rows.
+running best and worst few examples as pictures. It also keeps every image's [K, K] matrix
+(small: VOC val's 1449 x 21 x 21 int32 are 2.6 MB), with the image's dataset position and a
+digest of its label map, which `evaluate.evaluate` gathers from every process into dataset
+order. `outputs.write_per_image` writes them as `eval/NAME_per_image.npz` beside the metrics
+JSON and `load` reads them back; `evaluation/intervals.py` resamples them and
+`deeplab_jax.compare` pairs two of them.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import hashlib
+import json
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+FILE_SUFFIX = "_per_image.npz"
 
 NUM_BEST_WORST = 4  # examples shown in each half of the best/worst grid
 
@@ -62,19 +71,32 @@ class PerImageStats:
         self.num_examples = num_examples
         self.miou: list[float] = []
         self.confusion: Optional[np.ndarray] = None
+        # This process's images as added; after `evaluate.evaluate`, every process's images
+        # in dataset order (`set_split`).
+        self.confusions: list[np.ndarray] | np.ndarray = []
+        self.positions: list[int] | np.ndarray = []
+        self.digests: list[str] | np.ndarray = []
         # Each kept example: (score, index, {'image', 'label', 'prediction'}).
         self._worst: list[tuple[float, int, dict[str, np.ndarray]]] = []
         self._best: list[tuple[float, int, dict[str, np.ndarray]]] = []
 
     def add_batch(self, confusions: np.ndarray,
-                  fetch: Callable[[Sequence[int]], dict[str, np.ndarray]]) -> None:
+                  fetch: Callable[[Sequence[int]], dict[str, np.ndarray]],
+                  positions: Optional[Sequence[int]] = None,
+                  digests: Optional[Sequence[str]] = None) -> None:
         """Adds one batch.
 
         Args:
           confusions: [n, K, K], one per valid row of this process, in order.
           fetch: rows -> {'image', 'label', 'prediction'} arrays of those rows; called only
             for rows that enter the best or worst, so most batches fetch no pictures.
+          positions: the rows' dataset positions; digests: `label_digest` of their labels.
         """
+        self.confusions.extend(np.asarray(confusions, np.int32))
+        if positions is not None:
+            self.positions.extend(int(p) for p in positions)
+        if digests is not None:
+            self.digests.extend(digests)
         scores = per_image_miou(confusions)
         start = len(self.miou)
         self.miou.extend(scores.tolist())
@@ -101,3 +123,25 @@ class PerImageStats:
     def best(self) -> list[tuple[float, int, dict[str, np.ndarray]]]:
         """(mIoU, image number, {'image', 'label', 'prediction'}), highest mIoU first."""
         return list(self._best)
+
+
+def label_digest(label: np.ndarray) -> str:
+    """16 hex digits identifying a label map (its shape and values): two evaluations saw the
+    same image only if its digests agree, whatever the source it was read from."""
+    label = np.ascontiguousarray(label, np.uint8)
+    return hashlib.blake2b(repr(label.shape).encode() + label.tobytes(),
+                           digest_size=8).hexdigest()
+
+
+def load(path: str) -> dict[str, Any]:
+    """A file of `outputs.write_per_image`: {'confusion', 'label_digest', 'image_id', 'class_names', 'record'}."""
+    with np.load(path, allow_pickle=False) as data:
+        loaded = {key: data[key] for key in data.files}
+    missing = {"confusion", "label_digest", "image_id", "class_names", "record"} - set(loaded)
+    if missing:
+        raise ValueError(f"{path} is not a per-image evaluation file (no {sorted(missing)}); "
+                         "evaluations written before per-image files existed have none: "
+                         "evaluate the checkpoint again (--mode=eval) to write it.")
+    loaded["record"] = json.loads(str(loaded["record"]))
+    loaded["class_names"] = [str(name) for name in loaded["class_names"]]
+    return loaded

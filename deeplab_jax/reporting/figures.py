@@ -4,7 +4,8 @@
 
 - `WORKDIR/eval/NAME_confusion.png`: the confusion matrix normalised per ground-truth row
   (each row: where that class's pixels went), with the class names;
-- `WORKDIR/eval/NAME_iou.png`: per-class IoU as bars, the mIoU as a line;
+- `WORKDIR/eval/NAME_iou.png`: per-class IoU as bars, the mIoU as a line, each with its
+  95% bootstrap interval when the evaluation has one;
 - `WORKDIR/eval/NAME_best_worst.png`: the val images with the lowest and the highest
   per-image mIoU (`evaluation/per_image.py`), each as image | ground truth | prediction.
 
@@ -67,26 +68,45 @@ def plot_confusion(path: str, confusion: np.ndarray, class_names: Sequence[str])
 
 
 def plot_iou(path: str, per_class_iou: Sequence[Optional[float]], class_names: Sequence[str],
-             miou: Optional[float] = None) -> None:
-    """Per-class IoU bars; classes without an IoU (in neither truth nor prediction) say n/a."""
+             miou: Optional[float] = None,
+             interval: Optional[dict[str, Any]] = None) -> None:
+    """Per-class IoU bars; classes without an IoU (in neither truth nor prediction) say n/a.
+
+    With `interval` (an evaluation's `intervals`, `evaluation/intervals.py`), each bar gets
+    its 95% bootstrap interval as an error bar and the mIoU line its interval as a band.
+    """
     from matplotlib.figure import Figure
 
     k = len(class_names)
     values = [np.nan if v is None else float(v) for v in per_class_iou]
     figure = Figure(figsize=(max(5.0, 0.45 * k + 2.0), 4.0))
     axes = figure.add_subplot()
-    axes.bar(range(k), np.nan_to_num(values), color="tab:blue")
+    errors = None
+    if interval:
+        low = [np.nan if v is None else v for v in interval["per_class_iou"]["low"]]
+        high = [np.nan if v is None else v for v in interval["per_class_iou"]["high"]]
+        errors = np.nan_to_num(np.clip([np.subtract(values, low), np.subtract(high, values)],
+                                       0, None))
+    axes.bar(range(k), np.nan_to_num(values), color="tab:blue", yerr=errors,
+             error_kw={"ecolor": "0.3", "capsize": 2, "elinewidth": 0.8})
     for i, value in enumerate(values):
-        axes.text(i, (0 if np.isnan(value) else value) + 0.01,
-                  "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="bottom",
-                  fontsize=7)
+        top = (0 if np.isnan(value) else value) + (errors[1][i] if errors is not None else 0)
+        axes.text(i, top + 0.01, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center",
+                  va="bottom", fontsize=7)
     if miou is not None:
-        axes.axhline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
-        axes.legend(loc="upper right")
+        label = f"mIoU {miou:.3f}"
+        if interval:
+            bounds = interval["miou"]
+            level = 100 * interval["method"]["level"]
+            label += f" ({level:g}% CI {bounds['low']:.3f}-{bounds['high']:.3f})"
+            axes.axhspan(bounds["low"], bounds["high"], color="tab:red", alpha=0.15, lw=0)
+        axes.axhline(miou, color="tab:red", linestyle="--", label=label)
+        axes.legend(loc="upper right", fontsize=8)
     axes.set_xticks(range(k), labels=class_names, rotation=60, ha="right")
-    axes.set_ylim(0.0, 1.08)
+    axes.set_ylim(0.0, 1.15)
     axes.set_ylabel("IoU")
-    axes.set_title("Per-class IoU")
+    axes.set_title("Per-class IoU" + (" (bars: 95% bootstrap intervals over the images)"
+                                      if interval else ""))
     save_figure(figure, path)
 
 
@@ -164,7 +184,8 @@ def write_evaluation_report(workdir: str, name: str, results: dict[str, Any],
     if stats.confusion is not None:
         plot_confusion(paths["confusion"], stats.confusion, class_names)
         written["confusion"] = paths["confusion"]
-    plot_iou(paths["iou"], results["per_class_iou"], class_names, results.get("miou"))
+    plot_iou(paths["iou"], results["per_class_iou"], class_names, results.get("miou"),
+             results.get("intervals"))
     written["iou"] = paths["iou"]
     if stats.worst or stats.best:
         visualize.save_png(paths["best_worst"],

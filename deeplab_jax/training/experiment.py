@@ -28,7 +28,7 @@ import ml_collections
 from deeplab_jax import config_lib, parallel
 from deeplab_jax.data import datasets, input_pipeline
 from deeplab_jax.evaluation import evaluate as evaluate_lib
-from deeplab_jax.evaluation import outputs
+from deeplab_jax.evaluation import intervals, outputs
 from deeplab_jax.evaluation.per_image import PerImageStats
 from deeplab_jax.models import get_model, pretrained
 from deeplab_jax.reporting import curves
@@ -211,10 +211,15 @@ class Experiment:
                     "crf": bool(evaluate_lib.crf_params(config.eval))}
         record = {"step": step, "split": split, **settings,
                   "seconds": round(time.time() - start, 2), **results}
+        if config.eval.interval_resamples:  # over the images: `evaluation/intervals.py`
+            record["intervals"] = intervals.interval(
+                per_image.confusions, num_resamples=config.eval.interval_resamples)
+        ids = getattr(self.eval_source, "ids", None)
         outputs.write_evaluation(
             self.workdir, self.writer, name=outputs.evaluation_name(split, step, **settings),
             record=record, pictures=pictures, per_image=per_image,
-            class_names=self.eval_source.class_names, palette=self.eval_source.palette)
+            class_names=self.eval_source.class_names, palette=self.eval_source.palette,
+            image_ids=None if ids is None else [str(ids[p]) for p in per_image.positions])
         if draw_curve and jax.process_index() == 0:
             try:  # A picture is a reader's aid: never lose a training run over one.
                 curves.write_training_curve(self.workdir)

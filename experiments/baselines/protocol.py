@@ -15,7 +15,9 @@ Settings:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 from typing import Any
 
 import ml_collections
@@ -134,6 +136,21 @@ def row_config(row: Row, setting: str) -> ml_collections.ConfigDict:
         return config_lib.at_output_stride(config, row.output_stride, row.output_stride)
     config.model.output_stride = row.output_stride
     return config_lib.resolve_config(config)
+
+
+def seeded(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """`config` trained from `seed`: the parameters, data order and augmentation all change."""
+    config = copy.deepcopy(config)
+    config.seed = int(seed)
+    return config
+
+
+def cell_workdir(root: str, row: Row, seed: int) -> str:
+    """ROOT/<row>/seed_<seed>: one run per (row, seed), each resuming on its own.
+
+    A CRF row trains nothing: its cells are those of the row it evaluates."""
+    name = row.crf_of or row.name
+    return os.path.join(root, name.replace(" ", "_").replace("+", "plus"), f"seed_{seed}")
 
 
 def row_settings(row: Row, resolved: ml_collections.ConfigDict) -> str:

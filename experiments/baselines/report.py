@@ -13,44 +13,64 @@ from deeplab_jax.inference.predictor import Predictor
 from deeplab_jax.inference.restore import restore_model
 from deeplab_jax.reporting import figures, machine, visualize
 from deeplab_jax.reporting.eta import format_duration
+from experiments import seeds as seeds_lib
+
+
+def _mean(entry: dict[str, Any]) -> str:
+    """'0.5042 ± 0.0110' of a `seeds.summarize` entry (no ± with one seed)."""
+    return f"{entry['mean']:.4f}" + ("" if entry["std"] is None else f" ± {entry['std']:.4f}")
 
 
 def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
+    seeds = results.get("seeds", [0])
     lines = [f"# Baselines on one backbone: CamVid val, setting `{results['setting']}`", "",
              f"Command: `{results['command']}`  ", f"Commit: `{results['commit']}`  ",
              f"Machine: {machine.summary(results['machine'])}  ",
-             f"Training wall time, summed over the rows' `timing.json` (each on the machine "
+             f"Seeds: {', '.join(map(str, seeds))}; runs done: {len(results['cells'])}  ",
+             f"Training wall time, summed over the runs' `timing.json` (each on the machine "
              f"it trained on, sometimes shared with other jobs): "
-             f"{format_duration(sum(row.get('train_wall_seconds') or 0 for row in rows))} for "
-             f"{len(rows)} row(s); this command: "
-             f"{format_duration(results.get('wall_seconds', 0))} (a rerun only re-evaluates "
-             "and re-profiles finished rows)", "",
+             f"{format_duration(sum(row.get('train_wall_seconds') or 0 for row in rows))}; "
+             f"this command: {format_duration(results.get('wall_seconds', 0))} (a rerun only "
+             "re-evaluates and re-profiles finished runs)", "",
              "Shared by every row: " + ", ".join(
                  f"`{key}={value}`" for key, value in results["shared"].items())
-             + " (and everything else of `configs/camvid.py`: augmentation, schedule, seed).",
-             "", "| model | val mIoU | pixel acc. | mean acc. | params (M) | forward GFLOP / "
-             "image | train step (ms) | train img/s | XLA memory (MiB) | its own settings |",
-             "| --- " * 10 + "|"]
+             + " (and everything else of `configs/camvid.py`: augmentation, schedule); each "
+             "seed sets the parameters' initialisation, the data order and the augmentation.",
+             "", "val mIoU: the mean over seeds ± their standard deviation, each seed's "
+             "value, and the 95% bootstrap interval of the mean over the "
+             f"{rows[0]['miou']['method']['num_images'] if rows else 'val'} val images "
+             "(`experiments/seeds.py`).", "",
+             "| model | val mIoU (mean ± std) | per seed | 95% CI of the mean | pixel acc. | "
+             "params (M) | forward GFLOP / image | train step (ms) | XLA memory (MiB) | its "
+             "own settings |", "| --- " * 10 + "|"]
     for row in rows:
         memory = row["memory_bytes"]
+        miou = row["miou"]
         lines.append(
-            f"| {row['name']} | **{row['miou']:.4f}** | {row['pixel_accuracy']:.4f} | "
-            f"{row['mean_accuracy']:.4f} | {row['params'] / 1e6:.2f} | "
-            f"{row['forward_gflops_per_image']:.3f} | {row['step_ms']:.1f} | "
-            f"{row['images_per_second']:.0f} | "
-            f"{'n/a' if memory is None else f'{memory / 2**20:.0f}'} | "
+            f"| {row['name']} | **{_mean(miou)}** | "
+            f"{', '.join(f'{value:.4f}' for value in miou['per_seed'])} | "
+            f"{miou['low']:.4f}-{miou['high']:.4f} | {row['pixel_accuracy']['mean']:.4f} | "
+            f"{row['params'] / 1e6:.2f} | {row['forward_gflops_per_image']:.3f} | "
+            f"{row['step_ms']:.1f} | {'n/a' if memory is None else f'{memory / 2**20:.0f}'} | "
             f"{row['settings']} ({row['why']}) |")
+    if results.get("orderings"):
+        lines += ["", "Adjacent rows by mean mIoU: the difference of the means and its 95% "
+                  "interval over images (paired) and seeds (resampled per row). Only a "
+                  "separated pair is an ordering this table supports.", ""]
+        lines += seeds_lib.format_orderings(results["orderings"])
     if results.get("crf_rows"):
         lines += ["", "With the dense CRF after the network (DeepLab v1/v2), evaluating the same "
-                  "checkpoints:", "", "| model | val mIoU | without the CRF | change | CRF ms / "
-                  "image | its settings |", "| --- " * 6 + "|"]
+                  "checkpoints:", "", "| model | val mIoU (mean ± std) | without the CRF | "
+                  "change (95% CI) | CRF ms / image | its settings |", "| --- " * 6 + "|"]
         for row in results["crf_rows"]:
-            lines.append(f"| {row['name']} | **{row['miou']:.4f}** | {row['miou_without']:.4f} "
-                         f"| {row['miou'] - row['miou_without']:+.4f} | "
+            change = row["change"]
+            lines.append(f"| {row['name']} | **{_mean(row['miou'])}** | "
+                         f"{row['miou_without']:.4f} | {change['difference']:+.4f} "
+                         f"({change['low']:+.4f} to {change['high']:+.4f}) | "
                          f"{row['crf_ms_per_image']:.1f} | {row['settings']} |")
     class_names = results["class_names"]
-    lines += ["", "Per-class IoU:", "",
+    lines += ["", "Per-class IoU, mean over seeds:", "",
               "| model | " + " | ".join(class_names) + " |",
               "| --- " * (len(class_names) + 1) + "|"]
     for row in rows + results.get("crf_rows", []):
@@ -58,11 +78,10 @@ def markdown(results: dict[str, Any]) -> str:
             "n/a" if value is None else f"{value:.3f}" for value in row["per_class_iou"])
             + " |")
     lines += ["", "Train step: median of timed steps of the compiled training step on one "
-              "device, on a batch already in memory (`analysis/step_profile.py`); train img/s "
-              "and the wall times come from each run's `timing.json`. Forward GFLOP: every "
-              "convolution tap and matmul of one image at the crop size "
-              "(`analysis/model_flops.py`). XLA memory: the compiled step's buffers at the "
-              "batch size.", ""]
+              "device, on a batch already in memory (`analysis/step_profile.py`); the wall "
+              "times come from each run's `timing.json`. Forward GFLOP: every convolution tap "
+              "and matmul of one image at the crop size (`analysis/model_flops.py`). XLA "
+              "memory: the compiled step's buffers at the batch size.", ""]
     return "\n".join(lines)
 
 
@@ -84,10 +103,10 @@ def write_predictions(results: dict[str, Any], configs: dict[str, Any], output_d
     palette = source.palette
     columns = [("image", [example["image"] for example in examples]),
                ("truth", [visualize.colorize(example["label"], palette) for example in examples])]
-    for row in results["rows"]:
+    for row in results["rows"]:  # each row's first seed
         restored = restore_model(configs[row["name"]], row["workdir"])
         labels = Predictor.from_restored(restored).predict([e["image"] for e in examples])
-        columns.append((f"{row['name']} ({row['miou']:.3f})",
+        columns.append((f"{row['name']} ({row['miou']['per_seed'][0]:.3f})",
                         [visualize.colorize(label, palette) for label in labels]))
     path = os.path.join(output_dir, "predictions.png")
     visualize.save_png(path, _grid(columns))

@@ -1,17 +1,22 @@
 """Every model on CamVid under one protocol: train, evaluate, profile, one table, one picture.
 
     python -m experiments.baselines.run --setting=cpu_small --workdir=/tmp/baselines \
-        --output_dir=experiments/baselines/cpu_small [--rows="DeepLabv3 OS16,PSPNet"]
+        --output_dir=experiments/baselines/cpu_small [--rows="DeepLabv3 OS16,PSPNet"] \
+        [--seeds=0,1,2]
 
-For each row of `protocol.ROWS` it trains `configs/camvid.py` in WORKDIR/<row> (resuming if
-that folder has checkpoints, so a rerun only re-evaluates), evaluates the final checkpoint
-on val, and profiles one training step on one device (XLA FLOPs and memory, the median step
-time: `analysis/step_profile.py`); parameters and forward GFLOPs per image (every tap:
-`analysis/model_flops.py`) are counted from the model. It writes, as each row ends,
-`results.json` and `results.md` (the table with per-class IoU, the command, the commit and
-the machine), then `predictions.png`: the same val images predicted by every model, beside
-the truth. A CRF row (`Row.crf_of`) trains nothing: it evaluates that row's checkpoint with
-the dense CRF after the network, and times the CRF per image.
+For each seed and each row of `protocol.ROWS` (seed by seed, so an interrupted table has
+every row at the first seeds) it trains `configs/camvid.py` from that seed in
+WORKDIR/<row>/seed_<seed> (resuming if that folder has checkpoints, so a rerun only
+re-evaluates), evaluates the final checkpoint on val (its per-image file gives the
+intervals: `experiments/seeds.py`), and, once per row, profiles one training step on one
+device (XLA FLOPs and memory, the median step time: `analysis/step_profile.py`) and counts
+parameters and forward GFLOPs per image (every tap: `analysis/model_flops.py`). It writes,
+as each run ends, `results.json` and `results.md` (the table: mean and std over seeds, each
+seed's value, the 95% interval of the mean over the images, per-class IoU, which adjacent
+rows the intervals separate, the command, the commit and the machine), then
+`predictions.png`: the same val images predicted by every model (its first seed), beside
+the truth. A CRF row (`Row.crf_of`) trains nothing: it evaluates that row's checkpoint of
+each seed with the dense CRF after the network, and times the CRF per image.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from deeplab_jax.data import datasets
 from deeplab_jax.evaluation import crf, evaluate
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
+from experiments import seeds as seeds_lib
 from experiments.baselines import protocol, report
 
 PROGRAM = "python -m experiments.baselines.run"
@@ -51,6 +57,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("camvid_dir", os.path.join(REPO_ROOT, "..", "shared", "data", "camvid"),
                         "The CamVid folder (read with numpy and pillow).", **d)
     flags.DEFINE_list("rows", None, "Row names to run (default: all, in order).", **d)
+    flags.DEFINE_list("seeds", ["0"], "Training seeds: each row is trained once per seed.", **d)
     flags.DEFINE_integer("profile_steps", 5, "Timed steps of each step profile.", **d)
     flags.DEFINE_integer("num_pictures", 4, "Val images in predictions.png.", **d)
     flags.mark_flags_as_required(["workdir", "output_dir"], flag_values=fv)
@@ -67,49 +74,77 @@ def commit() -> str:
         return "unknown"
 
 
-def measure(row: protocol.Row, config, workdir: str, profile_steps: int) -> dict[str, Any]:
-    """Train (or resume), evaluate, profile and count one row."""
+def measure(config, workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) and evaluates one row from one seed: that run's figures."""
     start = time.time()
     results = train.train_and_evaluate(config, workdir)
-    train_wall = time.time() - start
+    timing = _last_timing(workdir)
+    return {**_evaluation(results, workdir),
+            "train_wall_seconds": timing.get("wall_seconds") if timing else round(
+                time.time() - start, 1),
+            "train_images_per_second": timing.get("images_per_second") if timing else None}
+
+
+def measure_crf(config, workdir: str) -> dict[str, Any]:
+    """Evaluates a trained row's checkpoint (one seed) with the dense CRF."""
+    return _evaluation(train.evaluate_checkpoint(config, workdir), workdir)
+
+
+def _evaluation(results: dict[str, Any], workdir: str) -> dict[str, Any]:
+    return {**{key: results[key] for key in ("miou", "pixel_accuracy", "mean_accuracy",
+                                             "fwiou", "per_class_iou", "step")},
+            "intervals": results.get("intervals"), "workdir": workdir,
+            "per_image_file": seeds_lib.per_image_file(workdir, results)}
+
+
+def profile(row: protocol.Row, config, profile_steps: int) -> dict[str, Any]:
+    """What does not depend on the seed: parameters, FLOPs, step time and memory."""
     num_classes = datasets.dataset_info(config.data)["num_classes"]
+    if row.crf_of:
+        return {"crf_ms_per_image": crf_ms_per_image(config, num_classes)}
     model = models.get_model(config.model, num_classes)
     crop = tuple(config.data.crop_size)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                                jax.ShapeDtypeStruct((1, *crop, 3), jax.numpy.float32))
-    profile = step_profile.profile_train_step(config, num_classes, steps=profile_steps)
-    timing = _last_timing(workdir)
+    measured = step_profile.profile_train_step(config, num_classes, steps=profile_steps)
     return {
-        "name": row.name, "architecture": row.architecture, "why": row.why,
-        "settings": protocol.row_settings(row, config),
-        "miou": results["miou"], "pixel_accuracy": results["pixel_accuracy"],
-        "mean_accuracy": results["mean_accuracy"], "fwiou": results["fwiou"],
-        "per_class_iou": results["per_class_iou"], "step": results["step"],
         "params": int(sum(x.size for x in jax.tree.leaves(variables["params"]))),
         "forward_gflops_per_image": model_flops.forward_flops(
             model.clone(atrous_impl="xla") if hasattr(model, "atrous_impl") else model,
             *crop) / 1e9,
-        "step_ms": profile["step_ms"], "images_per_second": profile["images_per_second"],
-        "xla_train_gflops_per_image": (profile["flops_per_image"] or 0) / 1e9,
-        "memory_bytes": (profile["memory"] or {}).get("total"),
-        "memory_per_image_bytes": profile["memory_per_image"],
-        "train_wall_seconds": timing.get("wall_seconds") if timing else round(train_wall, 1),
-        "train_images_per_second": timing.get("images_per_second") if timing else None,
-        "workdir": workdir,
+        "step_ms": measured["step_ms"], "images_per_second": measured["images_per_second"],
+        "xla_train_gflops_per_image": (measured["flops_per_image"] or 0) / 1e9,
+        "memory_bytes": (measured["memory"] or {}).get("total"),
+        "memory_per_image_bytes": measured["memory_per_image"],
     }
 
 
-def measure_crf(row: protocol.Row, config, trained: dict[str, Any]) -> dict[str, Any]:
-    """Evaluates a trained row's checkpoint with the dense CRF; times the CRF per image."""
-    results = train.evaluate_checkpoint(config, trained["workdir"])
-    return {"name": row.name, "architecture": row.architecture, "crf_of": row.crf_of,
-            "why": row.why, "settings": protocol.row_settings(row, config),
-            "miou": results["miou"], "pixel_accuracy": results["pixel_accuracy"],
-            "mean_accuracy": results["mean_accuracy"], "fwiou": results["fwiou"],
-            "per_class_iou": results["per_class_iou"], "step": results["step"],
-            "miou_without": trained["miou"],
-            "crf_ms_per_image": crf_ms_per_image(config, len(trained["per_class_iou"])),
-            "workdir": trained["workdir"]}
+def summarize_rows(rows: Sequence[protocol.Row], configs: dict[str, Any],
+                   cells: list[dict[str, Any]], profiles: dict[str, dict[str, Any]]
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each row over the seeds it has so far (`seeds.summarize`): (trained rows, CRF rows)."""
+    trained, with_crf = [], []
+    for row in rows:
+        done = [cell for cell in cells if cell["name"] == row.name]
+        if not done or row.name not in profiles:
+            continue
+        summary = seeds_lib.summarize([cell["per_image_file"] for cell in done],
+                                      [cell["seed"] for cell in done])
+        entry = {"name": row.name, "architecture": row.architecture, "why": row.why,
+                 "settings": protocol.row_settings(row, configs[row.name]),
+                 "crf_of": row.crf_of, **summary, **profiles[row.name],
+                 "train_wall_seconds": sum(cell.get("train_wall_seconds") or 0
+                                           for cell in done),
+                 "workdir": done[0]["workdir"]}
+        if row.crf_of:
+            without = {cell["seed"]: cell for cell in cells if cell["name"] == row.crf_of}
+            entry["miou_without"] = float(np.mean([without[c["seed"]]["miou"] for c in done]))
+            entry["change"] = seeds_lib.difference(
+                [without[c["seed"]]["per_image_file"] for c in done], entry["files"])
+            with_crf.append(entry)
+        else:
+            trained.append(entry)
+    return trained, with_crf
 
 
 def crf_ms_per_image(config, num_classes: int, repeats: int = 3) -> float:
@@ -140,12 +175,17 @@ def _last_timing(workdir: str) -> dict[str, Any] | None:
 def main(argv: Sequence[str]) -> dict[str, Any]:
     args = parse_flags(define_flags, argv, PROGRAM)
     setup_logging()
+    seeds = seeds_lib.parse_seeds(args.seeds)
     rows = [row for row in protocol.ROWS if not args.rows or row.name in args.rows]
     rows.sort(key=lambda row: bool(row.crf_of))  # a CRF row after the rows it evaluates
     unknown = set(args.rows or ()) - {row.name for row in protocol.ROWS}
     if unknown:
         raise SystemExit(f"{PROGRAM}: unknown rows {sorted(unknown)}; the rows are "
                          f"{[row.name for row in protocol.ROWS]}.")
+    for row in rows:
+        if row.crf_of and row.crf_of not in {other.name for other in rows}:
+            raise SystemExit(f"{PROGRAM}: row {row.name!r} needs row {row.crf_of!r} in "
+                             "--rows (its trained checkpoints).")
     configs = {}
     for row in rows:  # every row's config is checked before anything trains
         config = protocol.row_config(row, args.setting)
@@ -153,24 +193,26 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
         configs[row.name] = config
     class_names = datasets.dataset_info(configs[rows[0].name].data)["class_names"]
     results = {"command": f"{PROGRAM} {shlex.join(argv)}", "setting": args.setting,
-               "class_names": list(class_names),
+               "seeds": seeds, "class_names": list(class_names),
                "shared": {**protocol.SETTINGS[args.setting]}, "commit": commit(),
-               "machine": machine.describe(), "rows": [], "crf_rows": []}
+               "machine": machine.describe(), "cells": [], "rows": [], "crf_rows": []}
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.time()
-    for row in rows:
-        if row.crf_of:
-            trained = next((done for done in results["rows"] if done["name"] == row.crf_of),
-                           None)
-            if trained is None:
-                raise SystemExit(f"{PROGRAM}: row {row.name!r} needs row {row.crf_of!r} in "
-                                 "--rows (its trained checkpoint).")
-            results["crf_rows"].append(measure_crf(row, configs[row.name], trained))
-        else:
-            workdir = os.path.join(args.workdir, row.name.replace(" ", "_").replace("+", "plus"))
-            results["rows"].append(measure(row, configs[row.name], workdir, args.profile_steps))
-        results["wall_seconds"] = round(time.time() - start, 1)
-        report.write(results, args.output_dir)
+    profiles: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        for row in rows:
+            config = protocol.seeded(configs[row.name], seed)
+            workdir = protocol.cell_workdir(args.workdir, row, seed)
+            cell = (measure_crf if row.crf_of else measure)(config, workdir)
+            results["cells"].append({"name": row.name, "seed": seed, **cell})
+            if row.name not in profiles:
+                profiles[row.name] = profile(row, config, args.profile_steps)
+            results["rows"], results["crf_rows"] = summarize_rows(rows, configs,
+                                                                  results["cells"], profiles)
+            results["orderings"] = seeds_lib.ranked_differences(
+                {entry["name"]: entry["files"] for entry in results["rows"]})
+            results["wall_seconds"] = round(time.time() - start, 1)
+            report.write(results, args.output_dir)
     report.write_predictions(results, configs, args.output_dir, args.num_pictures)
     print(report.markdown(results))
     return results

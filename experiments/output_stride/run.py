@@ -1,15 +1,17 @@
 """The output-stride ablation: train at each output stride, evaluate each at each stride.
 
-    python experiments/output_stride/run.py --config=configs/synthetic.py \
+    python -m experiments.output_stride.run --config=configs/synthetic.py \
         --workdir=/tmp/os_ablation --output_dir=experiments/output_stride/synthetic \
-        --train_strides=8,16 --eval_strides=8,16 [--config.FIELD=VALUE ...]
+        --train_strides=8,16 --eval_strides=8,16 [--seeds=0,1,2] [--config.FIELD=VALUE ...]
 
-For every train stride it trains the config (resuming if the run's folder already has
-checkpoints: a rerun only re-evaluates), evaluates the final checkpoint at every eval stride
+For every seed and train stride it trains the config from that seed in
+WORKDIR/train_os<S>/seed_<seed> (resuming if the run's folder already has checkpoints: a
+rerun only re-evaluates), evaluates the final checkpoint at every eval stride
 (ASPP rates rescale with the stride, as in the paper's Sec. 4.2), and profiles one training
 step on one device (XLA FLOPs, time, memory; deeplab_jax/analysis/step_profile.py). It writes
 `results.json`, `results.md` (the paper's Appendix Table 10 layout: rows train stride,
-columns eval stride) and `results.png`.
+columns eval stride; each cell the mean over seeds, their spread, each seed's value and the
+95% interval of the mean over the images, `experiments/seeds.py`) and `results.png`.
 
 The model's rates (e.g. `model.deeplabv3.atrous_rates`), when given, are the rates at the config's own stride and
 are rescaled to each train stride (rates must stay whole numbers).
@@ -22,6 +24,7 @@ import shlex
 import sys
 import time
 
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -30,6 +33,7 @@ from deeplab_jax.analysis import step_profile
 from deeplab_jax.data import datasets
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import start_command
+from experiments import seeds as seeds_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The config to ablate.", lock_config=True)
@@ -37,6 +41,7 @@ flags.DEFINE_string("workdir", None, "Parent folder of the runs (one per train s
 flags.DEFINE_string("output_dir", None, "Where results.json/.md/.png go.")
 flags.DEFINE_list("train_strides", ["8", "16"], "Output strides to train at.")
 flags.DEFINE_list("eval_strides", ["8", "16"], "Output strides to evaluate each run at.")
+flags.DEFINE_list("seeds", ["0"], "Training seeds: each train stride is trained once per seed.")
 flags.DEFINE_integer("profile_steps", 5, "Timed steps of the step profile (after 2 warm-up).")
 flags.DEFINE_string("note", "", "A line saying what this grid is (budget, reduced sizes...).")
 flags.mark_flags_as_required(["config", "workdir", "output_dir"])
@@ -61,13 +66,17 @@ def markdown(report: dict) -> str:
              f"{machine.summary(report['machine'])}.", ""]
     if report["note"]:
         lines += [report["note"], ""]
-    lines += ["mIoU (pixel accuracy) on the eval split, rows: train output stride, columns: "
-              "eval output stride.", "",
+    lines += ["mIoU on the eval split: mean over the seeds "
+              f"({', '.join(map(str, report.get('seeds', [0])))}) ± their standard deviation "
+              "(each seed's value; the 95% bootstrap interval of the mean over the images), "
+              "then the mean pixel accuracy. Rows: train output stride, columns: eval output "
+              "stride.", "",
               "| train OS \\ eval OS | " + " | ".join(map(str, eval_strides))
               + " | paper's best cell (VOC, R101) |",
               "| --- |" + " --- |" * (len(eval_strides) + 1)]
     for train_stride in train_strides:
-        row = [f"{cells[train_stride, e]['miou']:.4f} ({cells[train_stride, e]['pixel_accuracy']:.4f})"
+        row = [f"{seeds_lib.format_summary(cells[train_stride, e])} "
+               f"({cells[train_stride, e]['pixel_accuracy']['mean']:.4f})"
                if (train_stride, e) in cells else "-" for e in eval_strides]
         lines.append(f"| {train_stride} | " + " | ".join(row)
                      + f" | {PAPER_BEST_CELL.get(train_stride, '-')} |")
@@ -101,16 +110,20 @@ def plot(report: dict, path: str) -> None:
     left, right = figure.subplots(1, 2)
     width = 0.8 / len(eval_strides)
     for index, eval_stride in enumerate(eval_strides):
-        values = [next((c["miou"] for c in report["cells"] if c["train_stride"] == t
-                        and c["eval_stride"] == eval_stride), 0.0) for t in train_strides]
+        found = [next((c["miou"] for c in report["cells"] if c["train_stride"] == t
+                       and c["eval_stride"] == eval_stride), None) for t in train_strides]
+        values = [entry["mean"] if entry else 0.0 for entry in found]
+        errors = np.array([[entry["mean"] - entry["low"], entry["high"] - entry["mean"]]
+                           if entry else [0.0, 0.0] for entry in found]).T
         positions = [i + (index - (len(eval_strides) - 1) / 2) * width
                      for i in range(len(train_strides))]
-        bars = left.bar(positions, values, width, label=f"eval OS {eval_stride}")
+        bars = left.bar(positions, values, width, yerr=np.clip(errors, 0, None), capsize=2,
+                        label=f"eval OS {eval_stride}")
         left.bar_label(bars, fmt="%.3f", fontsize=7)
     left.set_xticks(range(len(train_strides)), [f"train OS {t}" for t in train_strides])
     left.set_ylabel("val mIoU")
     left.legend(fontsize=8, loc="lower left")
-    left.set_title("Accuracy")
+    left.set_title("Accuracy (mean over seeds, 95% CI over images)")
     profiles = [report["profiles"][str(t)] for t in train_strides]
     right.bar(range(len(train_strides)), [p["step_ms"] for p in profiles], color="tab:gray")
     right.set_xticks(range(len(train_strides)), [f"OS {t}" for t in train_strides])
@@ -134,28 +147,34 @@ def main(argv):
     for t in train_strides:
         for e in eval_strides:
             config_lib.at_output_stride(base, t, e)
+    seeds = seeds_lib.parse_seeds(FLAGS.seeds)
     num_classes = datasets.dataset_info(base.data)["num_classes"]
-    cells, profiles = [], {}
-    for t in train_strides:
-        workdir = os.path.join(FLAGS.workdir, f"train_os{t}")
-        logging.info("Training at output stride %d in %s", t, workdir)
-        results = {t: train.train_and_evaluate(config_lib.at_output_stride(base, t, t),
-                                               workdir)}
-        for e in eval_strides:
-            if e not in results:
-                results[e] = train.evaluate_checkpoint(config_lib.at_output_stride(base, t, e),
-                                                       workdir)
-            cells.append({"train_stride": t, "eval_stride": e, "miou": results[e]["miou"],
-                          "pixel_accuracy": results[e]["pixel_accuracy"],
-                          "mean_accuracy": results[e]["mean_accuracy"],
-                          "per_class_iou": results[e]["per_class_iou"]})
-        profiles[str(t)] = step_profile.profile_train_step(
-            config_lib.at_output_stride(base, t, t), num_classes, steps=FLAGS.profile_steps)
+    files, profiles = {}, {}  # (train, eval stride) -> per-image files of its seeds
+    for seed in seeds:
+        for t in train_strides:
+            workdir = seeds_lib.seed_workdir(os.path.join(FLAGS.workdir, f"train_os{t}"), seed)
+            logging.info("Training at output stride %d from seed %d in %s", t, seed, workdir)
+            trained = config_lib.at_output_stride(base, t, t)
+            trained.seed = seed
+            results = {t: train.train_and_evaluate(trained, workdir)}
+            for e in eval_strides:
+                if e not in results:
+                    config = config_lib.at_output_stride(base, t, e)
+                    config.seed = seed
+                    results[e] = train.evaluate_checkpoint(config, workdir)
+                files.setdefault((t, e), []).append(
+                    seeds_lib.per_image_file(workdir, results[e]))
+            if str(t) not in profiles:
+                profiles[str(t)] = step_profile.profile_train_step(
+                    trained, num_classes, steps=FLAGS.profile_steps)
+    cells = [{"train_stride": t, "eval_stride": e, **seeds_lib.summarize(paths, seeds)}
+             for (t, e), paths in files.items()]
     overrides = [arg for arg in sys.argv[1:] if arg.startswith("--config.")]
     config_file = next(arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--config="))
     report = {
-        "command": "python " + shlex.join(sys.argv), "config_file": config_file,
-        "overrides": " ".join(overrides), "note": FLAGS.note, "cells": cells,
+        "command": "python -m experiments.output_stride.run " + shlex.join(sys.argv[1:]),
+        "config_file": config_file,
+        "overrides": " ".join(overrides), "note": FLAGS.note, "seeds": seeds, "cells": cells,
         "profiles": profiles, "paper_best_cell": PAPER_BEST_CELL,
         "machine": machine.describe(),
         "wall_s": time.time() - start,
