@@ -14,6 +14,7 @@ def get_config():
     # Every model at a test size (--config.model.architecture=NAME picks one).
     model = config.model
     model.deeplabv3.aspp_channels = 16
+    model.deeplabv3_cascade.update(atrous_rates=(2, 4, 6), aspp_channels=16)  # with aspp=True
     model.deeplabv3plus.update(atrous_rates=(2, 4, 6), aspp_channels=16, low_level_channels=8,
                                decoder_channels=16)
     model.deeplabv2.atrous_rates = (1, 2, 3, 4)

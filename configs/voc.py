@@ -44,13 +44,14 @@ def get_config() -> ml_collections.ConfigDict:
     data.ignore_label = 255  # VOC's object boundaries and padding
 
     config.model = model = ml_collections.ConfigDict()
-    # The model, a key of deeplab_jax.models.MODELS: deeplabv3, deeplabv3plus, deeplabv2,
-    # pspnet, fcn, dilated_fcn, or per_pixel (the 1x1-convolutions-only control). Its own
-    # settings are its block below (config.model.<name>); the fields here are shared.
+    # The model, a key of deeplab_jax.models.MODELS: deeplabv3, deeplabv3_cascade (block5-7
+    # in cascade, Sec. 3.2), deeplabv3plus, deeplabv2, pspnet, fcn, dilated_fcn, or per_pixel
+    # (the 1x1-convolutions-only control). Its own settings are its block below
+    # (config.model.<name>); the fields here are shared.
     model.architecture = "deeplabv3"
-    model.depth = 101  # ResNet-v2 depth: 50, 101, 152 (14 and 26 for tests)
+    model.depth = 101  # ResNet-v2 depth: 50, 101, 152 (14, 20, 26, 29: CPU-sized)
     model.width = 64  # root conv channels; 64 is the standard ResNet
-    model.output_stride = 16  # 8, 16 or 32 (Sec. 3.1)
+    model.output_stride = 16  # 8, 16 or 32 (Sec. 3.1); up to 256 for deeplabv3_cascade
     model.multi_grid = (1, 2, 4)  # block4 unit rates relative to its base rate (Sec. 3.2)
     # How 3x3 atrous convolutions run (same parameters, same results): "xla" lets XLA lower
     # the dilated convolution; see deeplab_jax/models/atrous.py for the alternatives.

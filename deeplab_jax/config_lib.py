@@ -120,8 +120,11 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             raise ValueError(f"config.{name}.output_stride={output_stride} is not one of "
                              f"{module.OUTPUT_STRIDES}, the output strides model "
                              f"{model.architecture!r} runs at.")
+        cascaded = (module.num_cascaded_blocks(model)
+                    if hasattr(module, "num_cascaded_blocks") else 0)
         try:
-            strides_and_rates(output_stride, UNITS_PER_BLOCK[model.depth], model.multi_grid)
+            strides_and_rates(output_stride, UNITS_PER_BLOCK[model.depth], model.multi_grid,
+                              cascaded)
         except ValueError as error:
             raise ValueError(f"config.{name}.output_stride / config.model.multi_grid: "
                              f"{error}") from error

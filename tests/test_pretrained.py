@@ -325,6 +325,57 @@ def test_the_imported_backbone_loads_into_every_resnet_model(tiny_checkpoint, na
         key: value for key, value in shapes["params"].items() if key != "backbone"}
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_cascaded_blocks_start_random_or_as_copies_of_the_imported_block4(tiny_checkpoint,
+                                                                           copy):
+    """slim's nets have block1-4: the cascade's block5-7 keep their initialisation or copy
+    the imported block4 (`deeplabv3_cascade.cascade_init`)."""
+    prefix, variables = tiny_checkpoint
+    config = tiny.get_config()
+    config.model.update(architecture="deeplabv3_cascade", output_stride=16,
+                        pretrained_backbone=prefix)
+    config.model.deeplabv3_cascade.update(num_cascaded_blocks=2,
+                                          cascade_init="block4" if copy else "random")
+    config = config_lib.resolve_config(config)
+    model = get_model(config.model, num_classes=3)
+    initial = model.init(jax.random.key(0), jnp.zeros((1, 33, 33, 3)), train=False)
+    params, batch_stats = pretrained.load_backbone(
+        prefix, initial["params"], initial["batch_stats"],
+        **models.model_module("deeplabv3_cascade").pretrained_options(config.model))
+    backbone = params["backbone"]
+    assert sorted(name for name in backbone if name.startswith("block")) == [
+        f"block{i}" for i in range(1, 7)]
+    np.testing.assert_array_equal(
+        backbone["block4"]["unit01"]["conv2"]["kernel"],
+        variables["resnet_v2_14/block4/unit_1/bottleneck_v2/conv2/weights"])
+    # block4's first unit reads block3's output (half block4's depth) and projects it with a
+    # shortcut conv; a copy's first unit reads block4's output: its preact_norm and conv1
+    # differ in shape and keep their initialisation, and it has no shortcut.
+    reads_the_input = (["unit01", "preact_norm"], ["unit01", "conv1"])
+    for block in ("block5", "block6"):
+        for collection, loaded, start in (("params", backbone, initial["params"]),
+                                          ("batch_stats", batch_stats["backbone"],
+                                           initial["batch_stats"])):
+            flat = traverse_util.flatten_dict(loaded[block], sep="/")
+            block4 = traverse_util.flatten_dict(loaded["block4"], sep="/")
+            init = traverse_util.flatten_dict(start["backbone"][block], sep="/")
+            for key, value in flat.items():
+                copied = copy and key.split("/")[:2] not in reads_the_input
+                np.testing.assert_array_equal(value, block4[key] if copied else init[key],
+                                              err_msg=f"{collection}/{block}/{key}")
+    if not copy:
+        assert not np.allclose(backbone["block5"]["unit01"]["conv2"]["kernel"],
+                               backbone["block4"]["unit01"]["conv2"]["kernel"])
+
+
+def test_copying_block4_needs_an_imagenet_backbone():
+    config = tiny.get_config()
+    config.model.architecture = "deeplabv3_cascade"
+    config.model.deeplabv3_cascade.cascade_init = "block4"
+    with pytest.raises(ValueError, match="needs config.model.pretrained_backbone"):
+        config_lib.resolve_config(config)
+
+
 def _load_modified(tmp_path, variables, depth=TINY_DEPTH):
     prefix = _write_checkpoint(variables, tmp_path / f"resnet_v2_{depth}.ckpt")
     return pretrained.load_backbone(prefix, *_target())

@@ -2,7 +2,8 @@
 
 Each image is padded with the mean pixel (127.5, zero after the model's normalisation, as
 the official evaluation pads) to the next size of the form 32k + 1 (the aligned-corners
-convention of the training crops), predicted, and cropped back. Padding to a few bucketed
+convention of the training crops; k * OS + 1 for output strides above 32), predicted, and
+cropped back. Padding to a few bucketed
 sizes bounds recompilation: one compilation per bucket, and images of one bucket are
 predicted in batches. `config.eval` applies (output stride, multi-scale and flip averaging,
 through `evaluate.predict_probabilities`).
@@ -57,7 +58,9 @@ class Predictor:
 
     @classmethod
     def from_restored(cls, restored: RestoredModel, **kwargs) -> "Predictor":
-        """A predictor with the restored config's eval settings (scales, flip, CRF)."""
+        """A predictor with the restored config's eval settings (scales, flip, CRF); images
+        are padded to k * OS + 1 when the output stride is above 32 (the cascade's 64-256)."""
+        kwargs.setdefault("bucket", max(DEFAULT_BUCKET, restored.config.eval.output_stride))
         return cls(restored.model, restored.variables, scales=restored.config.eval.scales,
                    flip=restored.config.eval.flip,
                    crf_params=evaluate.crf_params(restored.config.eval), **kwargs)

@@ -12,7 +12,10 @@ the auxiliary loss weight). A model file defines:
 - `RESNET_BACKBONE = False` if it is not built on the ResNet-v2 backbone (default True);
 - optionally `resolve(config, eval_stride)`: its derived values and checks (a resolved copy
   of the whole config, changed in place), and `at_output_stride(block, train, eval)`: its
-  block for evaluation at another output stride.
+  block for evaluation at another output stride;
+- optionally `num_cascaded_blocks(model_config)` (copies of block4 in the backbone, for the
+  stride checks) and `pretrained_options(model_config)` (keyword arguments of
+  `pretrained.load_backbone`): only `deeplabv3_cascade` has them.
 
 Adding a model touches neither the training loop, the evaluation, the checkpoint code nor
 the other models: write its file, add its line here.
@@ -24,14 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 
-from deeplab_jax.models import (context_module, deeplabv2, deeplabv3, deeplabv3plus,
-                                dilated_fcn, fcn, per_pixel, pspnet, segnet, unet, unet_resnet)
+from deeplab_jax.models import (context_module, deeplabv2, deeplabv3, deeplabv3_cascade,
+                                deeplabv3plus, dilated_fcn, fcn, per_pixel, pspnet, segnet,
+                                unet, unet_resnet)
 
 if TYPE_CHECKING:  # only an annotation: building a model does not need ml_collections
     import ml_collections
 
 MODELS: dict[str, Any] = {
     "deeplabv3": deeplabv3,  # Chen et al. 2017, the paper this codebase reproduces
+    "deeplabv3_cascade": deeplabv3_cascade,  # the same paper's other model: block5-7 in cascade
     "deeplabv3plus": deeplabv3plus,  # Chen et al. 2018: ASPP + a stride-4 decoder
     "deeplabv2": deeplabv2,  # Chen et al. 2017 (TPAMI): ASPP by sum, no BN
     "pspnet": pspnet,  # Zhao et al. 2017: pyramid pooling

@@ -176,6 +176,9 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names[:_MAX_LISTED]) + more
 
 
+CASCADED_BLOCKS = ("block5", "block6", "block7")  # copies of block4 that slim's nets lack
+
+
 def _depth_of(backbone_params: dict) -> int:
     units = tuple(sum(key.startswith("unit") for key in backbone_params.get(f"block{b}", {}))
                   for b in range(1, 5))
@@ -236,11 +239,19 @@ def _read_npz(path: str) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, A
     return flat, metadata
 
 
-def load_backbone(path: str, params: dict, batch_stats: dict) -> tuple[dict, dict]:
+def load_backbone(path: str, params: dict, batch_stats: dict, *,
+                  copy_block4_to_cascade: bool = False) -> tuple[dict, dict]:
     """Returns (params, batch_stats) with params['backbone'] etc. replaced from `path`.
 
     `path`: a slim checkpoint (.tar.gz, folder or .ckpt prefix, needs TensorFlow) or an .npz
-    from `convert`. Every other parameter (the DeepLab head) is returned unchanged.
+    from `convert`. Every other parameter (the DeepLab head) is returned unchanged. A
+    backbone with cascaded copies of block4 (block5..block7, `deeplabv3_cascade`) has more
+    blocks than the checkpoint: those keep their random initialisation, or with
+    `copy_block4_to_cascade` start as copies of the loaded block4 (the same unit count and
+    widths, `resnet.py`), all but what reads the block's input in its first unit: block4's
+    first unit takes block3's output, a copy's takes block4's (twice as deep), so the copy's
+    first `preact_norm` and `conv1` differ in shape and keep their initialisation, and
+    block4's projection `shortcut` has no counterpart (a copy's shortcut is the identity).
     """
     if "backbone" not in params:
         raise ValueError("config.model.pretrained_backbone needs a model with a ResNet-v2 "
@@ -256,13 +267,31 @@ def load_backbone(path: str, params: dict, batch_stats: dict) -> tuple[dict, dic
         _check_input_convention()
         flat, _ = _map_variables(read_slim_checkpoint(path), depth)
     targets = {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
-    expected = traverse_util.flatten_dict(targets, sep="/")
+    everything = traverse_util.flatten_dict(targets, sep="/")
+    expected = {key: value for key, value in everything.items()
+                if key.split("/")[1] not in CASCADED_BLOCKS}
     _compare(flat, expected, path, depth)
     new = {key: np.asarray(value, dtype=expected[key].dtype) for key, (_, value) in flat.items()}
+    cascade = sorted({key.split("/")[1] for key in everything} & set(CASCADED_BLOCKS))
+    kept = []  # cascade arrays left at their initialisation although copying was asked
+    for key, value in everything.items():  # block5..7: random, or block4's loaded arrays
+        collection, block, rest = key.split("/", 2)
+        if block in cascade:
+            source = new.get(f"{collection}/block4/{rest}")
+            if copy_block4_to_cascade and source is not None and source.shape == value.shape:
+                new[key] = source
+            else:
+                new[key] = value
+                kept += [key] if copy_block4_to_cascade else []
+    if kept:
+        logging.info("Not copied from block4 (their input is block4's output, wider than "
+                     "block3's): %s; they keep their initialisation.", _listing(kept))
     trees = traverse_util.unflatten_dict(new, sep="/")
     logging.info("Loaded %d backbone arrays (%d values) of resnet_v2_%d from %s; the head "
-                 "stays as initialised.", len(new), sum(v.size for v in new.values()), depth,
-                 path)
+                 "stays as initialised%s.", len(flat), sum(v[1].size for v in flat.values()),
+                 depth, path, f", {', '.join(cascade)} " + (
+                     "copied from block4" if copy_block4_to_cascade else "random")
+                 if cascade else "")
     return ({**params, "backbone": trees["params"]},
             {**batch_stats, "backbone": trees["batch_stats"]})
 

@@ -75,6 +75,8 @@ class ResNetSegmenter(nn.Module):
       dtype: computation dtype; parameters stay float32, logits are float32.
       bn_momentum, bn_epsilon: every BatchNorm's decay and epsilon.
       aux_loss: whether the model has the auxiliary FCN head on block3.
+      num_cascaded_blocks: copies of block4 in the backbone (block5..block7; `resnet.py`):
+        set by `deeplabv3_cascade` only.
     """
 
     num_classes: int
@@ -87,6 +89,7 @@ class ResNetSegmenter(nn.Module):
     bn_epsilon: float = 1e-5
     atrous_impl: str = "xla"
     aux_loss: bool = False
+    num_cascaded_blocks: int = 0
 
     def head(self, features: dict[str, jax.Array], *, train: bool) -> jax.Array:
         """[B, h, w, num_classes] logits at any stride, from the backbone's features."""
@@ -127,6 +130,7 @@ class ResNetSegmenter(nn.Module):
                             multi_grid=tuple(self.multi_grid), width=self.width,
                             dtype=self.dtype, bn_momentum=self.bn_momentum,
                             bn_epsilon=self.bn_epsilon, atrous_impl=self.atrous_impl,
+                            num_cascaded_blocks=self.num_cascaded_blocks,
                             name="backbone")(normalize_pixels(images), train=train)
         if self.aux_loss and self.is_mutable_collection(AUX_COLLECTION):
             self.sow(AUX_COLLECTION, AUX_LOGITS, self._aux_logits(features, images, train))

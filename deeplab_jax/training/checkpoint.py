@@ -166,9 +166,10 @@ def _model_summary(shapes: dict[str, Any]) -> dict[str, Any]:
     if logits is not None:
         summary["class count"] = logits.shape[-1]
     units = _num_units(shapes)
-    if units is not None:
-        depth = {tuple(v): k for k, v in UNITS_PER_BLOCK.items()}.get(units)
-        summary["depth"] = depth if depth is not None else f"units per block {units}"
+    if units is not None:  # block1-4 give the depth; block5-7 are the cascade's copies
+        depth = {tuple(v): k for k, v in UNITS_PER_BLOCK.items()}.get(units[:4])
+        summary["depth"] = depth if depth is not None else f"units per block {units[:4]}"
+        summary["cascaded blocks"] = len(units) - 4
     root = shapes.get("params/backbone/root_conv/kernel")
     if root is not None:
         summary["width"] = root.shape[-1]

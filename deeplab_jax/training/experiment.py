@@ -30,7 +30,7 @@ from deeplab_jax.data import datasets, input_pipeline
 from deeplab_jax.evaluation import evaluate as evaluate_lib
 from deeplab_jax.evaluation import intervals, outputs
 from deeplab_jax.evaluation.per_image import PerImageStats
-from deeplab_jax.models import get_model, pretrained
+from deeplab_jax.models import get_model, model_module, pretrained
 from deeplab_jax.reporting import curves
 from deeplab_jax.reporting.writer import MetricWriter
 from deeplab_jax.training import checkpoint, class_weights, preemption
@@ -139,8 +139,11 @@ class Experiment:
                                 "already provides every parameter.")
             return state.replace(**variables)
         if config.model.pretrained_backbone:
+            module = model_module(config.model.architecture)
+            options = (module.pretrained_options(config.model)
+                       if hasattr(module, "pretrained_options") else {})
             params, batch_stats = pretrained.load_backbone(
-                config.model.pretrained_backbone, state.params, state.batch_stats)
+                config.model.pretrained_backbone, state.params, state.batch_stats, **options)
             state = state.replace(params=parallel.replicate(params, self.mesh),
                                   batch_stats=parallel.replicate(batch_stats, self.mesh))
         logging.info("Starting at step 0 (backbone: %s): %d parameters.",

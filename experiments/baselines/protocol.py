@@ -105,7 +105,8 @@ ROWS = (
 )
 
 
-def _set(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+def set_field(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+    """config.<path> = value, for a dotted path such as "model.deeplabv3.aspp_channels"."""
     *sections, name = path.split(".")
     node = config
     for section in sections:
@@ -123,10 +124,10 @@ def row_config(row: Row, setting: str) -> ml_collections.ConfigDict:
         raise ValueError(f"--setting={setting!r} is not one of {sorted(SETTINGS)}.")
     config = camvid.get_config()
     for path, value in {**SETTINGS[setting], **HEAD_SCALES[setting]}.items():
-        _set(config, path, value)
+        set_field(config, path, value)
     config.model.architecture = row.architecture
     for path, value in row.overrides:
-        _set(config, path, value)
+        set_field(config, path, value)
     if row.crf_of:
         trained = next(other for other in ROWS if other.name == row.crf_of)
         config = row_config(trained, setting)

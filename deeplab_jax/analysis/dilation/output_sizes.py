@@ -18,7 +18,8 @@ import numpy as np
 
 from deeplab_jax.analysis.dilation.gradients import sown
 from deeplab_jax.analysis.dilation.taps import effective_kernel_size
-from deeplab_jax.models.resnet import UNITS_PER_BLOCK, same_padding, strides_and_rates
+from deeplab_jax.models.resnet import (MAX_CASCADED_BLOCKS, UNITS_PER_BLOCK, same_padding,
+                                       strides_and_rates)
 
 Padding = Union[str, int, tuple[int, int], Sequence[tuple[int, int]]]
 
@@ -59,23 +60,25 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, rate: int = 1
     return (size + total - k_eff) // stride + 1
 
 
-STAGES = ("root_conv", "max_pool", "block1", "block2", "block3", "block4", "aspp",
-          "logits", "output")
+BLOCKS = tuple(f"block{index}" for index in range(1, 5 + MAX_CASCADED_BLOCKS))
+STAGES = ("root_conv", "max_pool", *BLOCKS, "aspp", "logits", "output")
 
 
 def theoretical_stage_sizes(image_size: int, output_stride: int, depth: int = 50,
-                            multi_grid: Optional[Sequence[int]] = None) -> dict[str, int]:
+                            multi_grid: Optional[Sequence[int]] = None,
+                            num_cascaded_blocks: int = 0) -> dict[str, int]:
     """Spatial size after each stage, by `conv_output_size` with the model's padding.
 
     The root 7x7/2 conv and the strided 3x3s use `resnet.same_padding` (explicit symmetric
     at stride 2), the max pool TF SAME (which pads (0, 1) on even inputs: hence p_total
     rather than 2p). A strided unit's shortcut (1x1 conv or subsampling at stride s) must
     land on the same size as its 3x3 path; that is checked. The ASPP and the 1x1 logits keep
-    the size (stride 1, SAME); the output is resized back to the image size.
+    the size (stride 1, SAME); the output is resized back to the image size. With
+    `num_cascaded_blocks`, block5..block7 follow block4 (`resnet.strides_and_rates`).
     """
     units = UNITS_PER_BLOCK[depth]
     multi_grid = tuple(multi_grid) if multi_grid is not None else (1,) * units[3]
-    plan = strides_and_rates(output_stride, units, multi_grid)
+    plan = strides_and_rates(output_stride, units, multi_grid, num_cascaded_blocks)
     sizes = {}
     h = conv_output_size(image_size, 7, 2, 1, same_padding(7, 2, 1))
     sizes["root_conv"] = h
@@ -122,10 +125,12 @@ def measured_stage_sizes(model: nn.Module, image_size: int) -> dict[str, int]:
     inter = state["intermediates"]
     backbone = inter.get("backbone", inter)
     sizes = dict(seen)
-    for block in ("block1", "block2", "block3", "block4"):
-        sizes[block] = sown(backbone, (block, "output")).shape[1]
+    for block in BLOCKS:
+        if block in backbone:
+            sizes[block] = sown(backbone, (block, "output")).shape[1]
     if "aspp_output" in inter:
         sizes["aspp"] = sown(inter, ("aspp_output",)).shape[1]
+    if "logits_at_feature_resolution" in inter:
         sizes["logits"] = sown(inter, ("logits_at_feature_resolution",)).shape[1]
         sizes["output"] = output.shape[1]
     return {stage: sizes[stage] for stage in STAGES if stage in sizes}

@@ -40,22 +40,27 @@ def receptive_field(layers: Iterable[Sequence[int]]) -> tuple[int, int]:
 
 def deeplab_layers(depth: int, output_stride: int, multi_grid: Sequence[int],
                    through: str = "block4",
-                   atrous_rates: Optional[Sequence[int]] = None) -> list[tuple[str, int, int, int]]:
+                   atrous_rates: Optional[Sequence[int]] = None,
+                   num_cascaded_blocks: int = 0) -> list[tuple[str, int, int, int]]:
     """The model's spatial layers as (name, kernel, stride, rate), from `strides_and_rates`.
 
     Root 7x7/2 conv, 3x3/2 max pool, then each bottleneck unit's 3x3 conv (it carries the
     unit's stride and rate; the 1x1 convs and the shortcut add nothing to the receptive
-    field). through='aspp' appends the ASPP's largest-rate 3x3 branch: the receptive field
-    of the atrous branches. (The image-level branch pools the whole image, so the ASPP
-    output's true receptive field is the whole image.)
+    field), through block4 or, with `num_cascaded_blocks`, through the cascade's block5..7
+    (`deeplabv3_cascade`). through='aspp' appends the ASPP's largest-rate 3x3 branch after
+    the last block: the receptive field of the atrous branches. (The image-level branch
+    pools the whole image, so the ASPP output's true receptive field is the whole image.)
 
     Args:
-      through: 'root_conv', 'max_pool', 'block1'..'block4' or 'aspp'.
+      through: 'root_conv', 'max_pool', 'block1'..'block4' (..'block7' with cascaded
+        blocks) or 'aspp'.
     """
-    stages = ("root_conv", "max_pool", "block1", "block2", "block3", "block4", "aspp")
+    blocks = tuple(f"block{index}" for index in range(1, 5 + num_cascaded_blocks))
+    stages = ("root_conv", "max_pool", *blocks, "aspp")
     if through not in stages:
         raise ValueError(f"through={through!r} is not one of {stages}.")
-    plan = strides_and_rates(output_stride, UNITS_PER_BLOCK[depth], multi_grid)
+    plan = strides_and_rates(output_stride, UNITS_PER_BLOCK[depth], multi_grid,
+                             num_cascaded_blocks)
     layers = [("root_conv", 7, 2, 1), ("max_pool", 3, 2, 1)]
     for block_index, units in enumerate(plan):
         for unit_index, (stride, rate) in enumerate(units):
