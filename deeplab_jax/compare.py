@@ -11,11 +11,11 @@ This module is the command line only.
 """
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 from absl import app, flags
 
+from deeplab_jax import errors
 from deeplab_jax.evaluation import comparison, intervals, outputs
 from deeplab_jax.reporting.command_line import setup_logging
 
@@ -30,15 +30,12 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("Give two evaluations: python -m deeplab_jax.compare "
                              "RUN_OR_EVAL_A RUN_OR_EVAL_B")
     setup_logging()
-    try:
-        result = comparison.compare(argv[1], argv[2], num_resamples=flags.FLAGS.resamples,
-                                    seed=flags.FLAGS.seed)
-    except (comparison.NotComparable, FileNotFoundError, ValueError) as error:
-        sys.exit(f"deeplab_jax.compare: {error}")
+    result = comparison.compare(argv[1], argv[2], num_resamples=flags.FLAGS.resamples,
+                                seed=flags.FLAGS.seed)
     print(comparison.report(result), end="")
     if flags.FLAGS.output:
         outputs.write_json(flags.FLAGS.output, result)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.compare")

@@ -26,6 +26,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from deeplab_jax import models
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, strides_and_rates
 from deeplab_jax.training.step import check_optimizer
 
@@ -56,7 +57,7 @@ def check_known_fields(config: ml_collections.ConfigDict) -> None:
     """Refuses fields the schema does not define (a typo would otherwise be ignored).
 
     Raises:
-      ValueError: naming each unknown field and the closest known one.
+      ConfigError: naming each unknown field and the closest known one.
     """
     known = known_fields()
     unknown = sorted(set(_field_paths(config.to_dict())) - known)
@@ -66,9 +67,9 @@ def check_known_fields(config: ml_collections.ConfigDict) -> None:
             close = difflib.get_close_matches(path, known, n=1)
             hints.append(f"config.{path}" + (f" (did you mean config.{close[0]}?)" if close
                                               else ""))
-        raise ValueError(f"Unknown config fields: {', '.join(hints)}. Every field must be "
-                         "defined in configs/voc.py, the config all others inherit from; "
-                         "add a new field there with its default and a comment.")
+        raise ConfigError(f"Unknown config fields: {', '.join(hints)}. Correct the name; a "
+                          "new field must first be defined in configs/voc.py, the config all "
+                          "others inherit from, with its default and a comment.")
 
 
 def check_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
@@ -80,13 +81,13 @@ def check_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     command line); only what the command line sets is checked.
 
     Raises:
-      ValueError: naming the override, its model and the chosen one.
+      ConfigError: naming the override, its model and the chosen one.
     """
     for path in overrides:
         parts = path.split(".")
         if (len(parts) > 2 and parts[0] == "model" and parts[1] in models.MODELS
                 and parts[1] != config.model.architecture):
-            raise ValueError(
+            raise ConfigError(
                 f"--config.{path} sets a field of model {parts[1]!r}, but "
                 f"config.model.architecture={config.model.architecture!r}: it would change "
                 f"nothing. Add --config.model.architecture={parts[1]}, or drop it.")
@@ -103,39 +104,49 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     """Returns a checked copy of `config` with derived values filled in.
 
     Raises:
-      ValueError: naming the field, its value and the fix.
+      ConfigError: naming the field, its value and the fix.
     """
     check_known_fields(config)
     config = ml_collections.ConfigDict(config.to_dict())
     model = config.model
     module = models.model_module(model.architecture)
     if model.depth not in UNITS_PER_BLOCK:
-        raise ValueError(f"config.model.depth={model.depth} is not one of "
-                         f"{sorted(UNITS_PER_BLOCK)}.")
+        raise ConfigError(f"config.model.depth={model.depth} is not one of "
+                          f"{sorted(UNITS_PER_BLOCK)}; set one of them, e.g. "
+                          "--config.model.depth=101 (50, 101 and 152 are the ImageNet "
+                          "ResNets).")
     if not config.eval.output_stride:
         config.eval.output_stride = model.output_stride
     for name, output_stride in (("model", model.output_stride),
                                 ("eval", config.eval.output_stride)):
         if output_stride not in module.OUTPUT_STRIDES:
-            raise ValueError(f"config.{name}.output_stride={output_stride} is not one of "
-                             f"{module.OUTPUT_STRIDES}, the output strides model "
-                             f"{model.architecture!r} runs at.")
+            suggested = 16 if 16 in module.OUTPUT_STRIDES else module.OUTPUT_STRIDES[0]
+            raise ConfigError(f"config.{name}.output_stride={output_stride} is not one of "
+                              f"{module.OUTPUT_STRIDES}, the output strides model "
+                              f"{model.architecture!r} runs at; set one of them, e.g. "
+                              f"--config.{name}.output_stride={suggested}.")
         cascaded = (module.num_cascaded_blocks(model)
                     if hasattr(module, "num_cascaded_blocks") else 0)
         try:
             strides_and_rates(output_stride, UNITS_PER_BLOCK[model.depth], model.multi_grid,
                               cascaded)
         except ValueError as error:
-            raise ValueError(f"config.{name}.output_stride / config.model.multi_grid: "
-                             f"{error}") from error
+            fields = (f"config.{name}.output_stride={output_stride}, "
+                      f"config.model.multi_grid={tuple(model.multi_grid)}")
+            if hasattr(module, "num_cascaded_blocks"):
+                fields += (f", config.model.{model.architecture}.num_cascaded_blocks="
+                           f"{cascaded}")
+            raise ConfigError(f"{fields}: {error}") from error
     if model.aux_loss_weight is None:
         model.aux_loss_weight = module.AUX_LOSS_WEIGHT
     if model.aux_loss_weight < 0:
-        raise ValueError(f"config.model.aux_loss_weight={model.aux_loss_weight} must be >= 0.")
+        raise ConfigError(f"config.model.aux_loss_weight={model.aux_loss_weight} must be >= 0: "
+                          "set 0 (no auxiliary loss) or a positive weight, or leave it unset "
+                          f"for the model's default ({module.AUX_LOSS_WEIGHT}).")
     for name in ("crop_size", "canvas_size"):
         if len(config.data[name]) != 2 or min(config.data[name]) < 1:
-            raise ValueError(f"config.data.{name}={config.data[name]} must be (height, width), "
-                             "both >= 1.")
+            raise ConfigError(f"config.data.{name}={config.data[name]} must be (height, width), "
+                              f"both >= 1, e.g. --config.data.{name}='(513, 513)'.")
     if hasattr(module, "resolve"):
         module.resolve(config, config.eval.output_stride)
     for name in models.MODELS:  # the resolved config describes the chosen model only
@@ -143,22 +154,26 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             del model[name]
     check_optimizer(config.optim.optimizer)
     if config.num_train_steps < 1:
-        raise ValueError(f"config.num_train_steps={config.num_train_steps} must be >= 1.")
+        raise ConfigError(f"config.num_train_steps={config.num_train_steps} must be >= 1: set "
+                          "the number of updates to train, e.g. --config.num_train_steps=30000 "
+                          "(to evaluate without training, use --mode=eval).")
     for name in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                  "max_checkpoints_to_keep", "max_consecutive_nonfinite_steps"):
         if config[name] < 1:
-            raise ValueError(f"config.{name}={config[name]} must be >= 1.")
+            raise ConfigError(f"config.{name}={config[name]} must be >= 1; set "
+                              f"--config.{name} to 1 or more.")
     if config.keep_best_checkpoints < 0:
-        raise ValueError(f"config.keep_best_checkpoints={config.keep_best_checkpoints} must "
-                         "be >= 0 (0: keep only the latest config.max_checkpoints_to_keep).")
+        raise ConfigError(f"config.keep_best_checkpoints={config.keep_best_checkpoints} must "
+                          "be >= 0 (0: keep only the latest config.max_checkpoints_to_keep).")
     resamples = config.eval.interval_resamples
     if resamples != 0 and resamples < 100:
-        raise ValueError(f"config.eval.interval_resamples={resamples}: use 0 (no intervals) "
-                         "or at least 100 resamples (the default is 1000).")
+        raise ConfigError(f"config.eval.interval_resamples={resamples}: use 0 (no intervals) "
+                          "or at least 100 resamples (the default is 1000).")
     for name in ("batch_size",):
         if config.data[name] < 1 or config.eval[name] < 1:
-            raise ValueError(f"config.data.{name}={config.data[name]} and config.eval.{name}="
-                             f"{config.eval[name]} must be >= 1.")
+            raise ConfigError(f"config.data.{name}={config.data[name]} and config.eval.{name}="
+                              f"{config.eval[name]} must be >= 1; set both to a multiple of the "
+                              "device count (1 or more).")
     return config
 
 
@@ -204,14 +219,15 @@ def check_workdir(workdir: str) -> str:
     absolute paths). `/`, the home folder and an existing file are refused.
     """
     if not workdir:
-        raise ValueError("--workdir is required: the folder for checkpoints, logs and metrics.")
+        raise ConfigError("--workdir is required: the folder for checkpoints, logs and metrics; "
+                          "give one, e.g. --workdir=/tmp/deeplab_synthetic.")
     path = os.path.realpath(os.path.expanduser(workdir))
     forbidden = {os.path.realpath(p) for p in ("/", os.path.expanduser("~"))}
     if path in forbidden:
-        raise ValueError(f"--workdir={workdir!r} resolves to {path}; give a dedicated folder, "
-                         "for example --workdir=/tmp/deeplab_synthetic.")
+        raise ConfigError(f"--workdir={workdir!r} resolves to {path}; give a dedicated folder, "
+                          "for example --workdir=/tmp/deeplab_synthetic.")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--workdir={workdir!r} resolves to {path}, which is a file; give a "
-                         "folder (it is created if missing).")
+        raise ConfigError(f"--workdir={workdir!r} resolves to {path}, which is a file; give a "
+                          "folder (it is created if missing).")
     os.makedirs(path, exist_ok=True)
     return path

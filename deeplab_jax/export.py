@@ -11,7 +11,7 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import config_lib
+from deeplab_jax import config_lib, errors
 from deeplab_jax.inference.export import DEFAULT_PLATFORMS, export
 from deeplab_jax.inference.export import load_exported  # noqa: F401  (the older import path)
 from deeplab_jax.reporting.command_line import start_command
@@ -40,4 +40,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.export")

@@ -28,7 +28,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import config_lib, train
+from deeplab_jax import config_lib, errors, train
 from deeplab_jax.reporting.command_line import start_command
 from deeplab_jax.training import preemption
 
@@ -71,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.main")

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from deeplab_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -38,7 +40,7 @@ def check_global_batch_size(global_batch_size: int, mesh: Mesh,
     devices, and each loads the rows of its own devices.
     """
     if global_batch_size % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"The global batch size {global_batch_size} ({name}) is not divisible by the "
             f"{mesh.size} devices ({jax.process_count()} process(es)); set {name} to a "
             f"multiple of {mesh.size}.")

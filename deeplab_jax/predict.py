@@ -19,7 +19,7 @@ from typing import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import config_lib
+from deeplab_jax import config_lib, errors
 from deeplab_jax.inference import files
 from deeplab_jax.reporting.command_line import start_command
 
@@ -45,4 +45,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.predict")

@@ -2,10 +2,15 @@
 import logging
 import os
 
+import numpy as np
 import pytest
 
 from configs import tiny, voc
-from deeplab_jax import config_lib, train
+from deeplab_jax import config_lib, errors, train
+from deeplab_jax.evaluation import crf
+from deeplab_jax.inference.predictor import Predictor
+from deeplab_jax.models import pretrained
+from deeplab_jax.training import checkpoint, nonfinite
 from deeplab_jax.training import step as train_step_lib
 
 
@@ -118,3 +123,75 @@ def test_every_shipped_config_has_only_known_fields():
     assert {"voc", "camvid", "cityscapes", "ade20k", "custom", "synthetic", "tiny"} <= set(names)
     for name in names:
         config_lib.check_known_fields(importlib.import_module(f"configs.{name}").get_config())
+
+
+# -- User errors: a UserError (one line, no traceback on the command line) that says the fix --
+
+def _user_error(function, *args, match, kind=None, **kwargs):
+    """The UserError `function` raises; its message matches `match` and is `kind`."""
+    with pytest.raises(kind or errors.UserError, match=match) as raised:
+        function(*args, **kwargs)
+    assert isinstance(raised.value, errors.UserError), type(raised.value)
+    return raised.value
+
+
+@pytest.mark.parametrize("field,value,fix", [
+    ("depth", 34, r"--config\.model\.depth=101"),
+    ("output_stride", 12, r"--config\.model\.output_stride=16"),
+    ("multi_grid", (1, 2), r"set config\.model\.multi_grid to 3 factors, e\.g\. \(1, 2, 4\)"),
+    ("architecture", "deeplabv4", r"set it to one of \["),
+    ("aux_loss_weight", -1.0, r"set 0 \(no auxiliary loss\) or a positive weight"),
+])
+def test_model_field_errors_name_their_fix(field, value, fix):
+    config = voc.get_config()
+    config.model[field] = value
+    error = _user_error(config_lib.resolve_config, config, match=fix, kind=errors.ConfigError)
+    assert isinstance(error, ValueError) and f"config.model.{field}=" in str(error)
+
+
+def test_config_errors_name_their_fix():
+    config = tiny.get_config()
+    config.optim.optimizer = "adamw"
+    _user_error(config_lib.resolve_config, config, match=r"--config\.optim\.optimizer=sgd")
+    config = tiny.get_config()  # rates of output stride 8 that do not halve at 16
+    config.model.deeplabv3.atrous_rates = (1, 2, 3)
+    config.eval.output_stride = 16
+    _user_error(config_lib.resolve_config, config,
+                match=r"multiples of 2 \(all >= 1\), or evaluate at output stride 8 or finer "
+                      r"\(config\.eval\.output_stride\)")
+    _user_error(config_lib.check_workdir, "", match=r"give one, e.g\. --workdir=",
+                kind=errors.ConfigError)
+    # The message is one line of `PROGRAM: error: ...` on the command line.
+    try:
+        config_lib.check_workdir("")
+    except errors.UserError as error:
+        line = errors.describe(error, "python -m deeplab_jax.main")
+    assert line.startswith("python -m deeplab_jax.main: error: --workdir is required")
+    assert "\n" not in line
+
+
+def test_checkpoint_and_backbone_errors_name_their_fix(tmp_path):
+    assert issubclass(checkpoint.CheckpointMismatchError, errors.CheckpointError)
+    assert issubclass(checkpoint.CheckpointMismatchError, ValueError)
+    _user_error(checkpoint.restore_variables, str(tmp_path), {}, match="train first, or point "
+                r"--workdir \(or config\.init_from\) at the folder of a trained run",
+                kind=FileNotFoundError)
+    _user_error(pretrained.load_backbone, str(tmp_path / "r101.npz"), {"backbone": {}}, {},
+                match=r"pretrained_backbone='.*r101\.npz': no such file or folder\. Give a "
+                      "slim resnet_v2_N checkpoint", kind=errors.MissingFileError)
+    np.savez(tmp_path / "plain.npz", x=np.zeros(1))
+    _user_error(pretrained._read_npz, str(tmp_path / "plain.npz"),  # pylint: disable=W0212
+                match=r"Convert the slim checkpoint with it \(python -m deeplab_jax\.pretrained "
+                      r"convert SRC DST\.npz --depth=N\)", kind=errors.CheckpointError)
+    skipped = nonfinite.SkippedSteps(1, lambda step: np.arange(2))
+    _user_error(skipped._record, 3, True,  # pylint: disable=W0212
+                match=r"max_consecutive_nonfinite_steps=1.*Lower the learning rate "
+                      r"\(config\.optim\.base_learning_rate\)", kind=FloatingPointError)
+
+
+def test_inference_errors_name_their_fix():
+    _user_error(Predictor, None, {}, batch_size=0, match=r"batch_size=0 \(--batch_size of "
+                r"deeplab_jax\.predict\) must be >= 1.*set 1 or more", kind=errors.ConfigError)
+    _user_error(crf.CRFParams, normalization="l1", match=r"config\.eval\.crf\.normalization="
+                r"'l1' is not one of \('symmetric', 'none'\); set one of them",
+                kind=errors.ConfigError)

@@ -1,6 +1,7 @@
 """Your own data: a folder described by dataset.json, the checking command, a short training."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from configs import custom as custom_config
 from configs import tiny
-from deeplab_jax import train
+from deeplab_jax import errors, train
 from deeplab_jax.data import check, custom, datasets, labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,6 +132,108 @@ def test_a_bad_description_is_refused_naming_the_file(tmp_path, meta, match):
     with pytest.raises(custom.DatasetDescriptionError, match=match) as error:
         custom.Description(tmp_path / "d")
     assert "dataset.json" in str(error.value)
+    assert isinstance(error.value, errors.DataError)  # one line from the command, no traceback
+
+
+TWO = ["background", "road"]
+LABEL_VALUES_FIX = '"label_values": [0, 1, [7, 9]]'
+COLORS_FIX = '"colors": [[0, 0, 0], [128, 64, 128]]'
+
+
+@pytest.mark.parametrize("field,meta,bad,fix", [  # bad: how the message shows the wrong value
+    ("classes", {"classes": "road"}, '"road"', '"classes": ["background", "road"]'),  # not r, o..
+    ("classes", {"classes": ["road", 1]}, "item: 1)", '"classes": ["background", "road"]'),
+    ("classes", {"classes": ["road", "road"]}, "'road' twice", '"label_values": [0, [1, 2]]'),
+    ("name", {"classes": TWO, "name": 3}, "got 3", '"name": "my roads"'),
+    ("description", {"classes": TWO, "description": ["x"]}, '["x"]', '"description": "Dashcam'),
+    ("label_values", {"classes": TWO, "label_values": 5}, "got 5", LABEL_VALUES_FIX),
+    ("label_values", {"classes": TWO, "label_values": [0, 1.5]}, "'road': 1.5", LABEL_VALUES_FIX),
+    ("label_values", {"classes": TWO, "label_values": [0, "1"]}, "'road': \"1\"",
+     LABEL_VALUES_FIX),
+    ("label_values", {"classes": TWO, "label_values": [0, [1, True]]}, "[1, true]",
+     LABEL_VALUES_FIX),
+    ("label_values", {"classes": TWO, "label_values": [0, []]}, "'road': []", LABEL_VALUES_FIX),
+    ("label_values", {"classes": TWO, "label_values": [0, 256]}, "'road': 256", LABEL_VALUES_FIX),
+    ("ignore_values", {"classes": TWO, "ignore_values": 255}, "got 255", '"ignore_values": [255]'),
+    ("ignore_values", {"classes": TWO, "ignore_values": [-1]}, "item: -1)",  # was 255, silently
+     '"ignore_values": [255]'),
+    ("ignore_values", {"classes": TWO, "ignore_values": None}, "got null",  # [] or [255]?
+     '"ignore_values": [255]'),
+    ("ignore_values", {"classes": TWO, "ignore_values": ["255"]}, 'item: "255")',
+     '"ignore_values": [255]'),
+    ("splits", {"classes": TWO, "splits": ["train"]}, 'got ["train"]', '"splits": {"train": '),
+    ("splits", {"classes": TWO, "splits": {"train": ["a"]}}, '{"train": ["a"]}',
+     '"splits": {"train": '),
+    ("colors", {"classes": TWO, "colors": "red"}, 'got "red"', COLORS_FIX),
+    ("colors", {"classes": TWO, "colors": [[0, 0, 0], [1, 2]]}, "item: [1, 2])", COLORS_FIX),
+    ("colors", {"classes": TWO, "colors": [[0, 0, 0], [0, 0, None]]}, "item: [0, 0, null])",
+     COLORS_FIX),
+    ("colors", {"classes": TWO, "colors": [[0, 0, 0], [0, 0, "9"]]}, 'item: [0, 0, "9"])',
+     COLORS_FIX),
+    ("ignore_colors", {"classes": TWO, "ignore_colors": [255, 255, 255]}, "item: 255)",
+     '"ignore_colors": [[255, 255, 255]]'),
+    ("ignore_colors", {"classes": TWO, "label_format": "color", "colors": [[0, 0, 0], [9, 9, 9]],
+                       "ignore_colors": [[9, 9, 9]]}, "[9, 9, 9]",
+     'Remove it from "ignore_colors"'),
+])
+def test_a_malformed_field_is_refused_naming_it_its_value_and_the_fix(tmp_path, field, meta, bad,
+                                                                      fix):
+    """No traceback and no silent cast: a wrong type or value in dataset.json is one message."""
+    folder = _index_dataset(str(tmp_path / "mine"), meta, splits=(("train", 1),), size=(4, 4))
+    with pytest.raises(custom.DatasetDescriptionError) as error:
+        custom.Description(folder)
+    message = str(error.value)
+    assert message.startswith(f"{folder}/dataset.json: ") and f'"{field}"' in message
+    assert bad in message and fix in message
+
+
+def test_a_class_value_255_says_to_add_ignore_values(tmp_path):
+    """A user's dataset.json: 255 is a class's value, and 255 is ignored unless told otherwise."""
+    meta = {"classes": ["membrane", "cell"], "label_values": [0, 255]}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError) as error:
+        custom.Description(tmp_path)
+    message = str(error.value)
+    assert isinstance(error.value, custom.DatasetDescriptionError)
+    assert isinstance(error.value, errors.UserError)
+    assert str(tmp_path / "dataset.json") in message and "255 is class 'cell'" in message
+    assert 'Add "ignore_values": [] to dataset.json' in message
+    line = errors.describe(error.value, "python -m deeplab_jax.data.check")
+    assert line.startswith("python -m deeplab_jax.data.check: error: ") and "\n" not in line
+    # The fix it gives works.
+    (tmp_path / "dataset.json").write_text(json.dumps({**meta, "ignore_values": []}))
+    assert custom.Description(tmp_path).value_to_class == {0: 0, 255: 1}
+
+
+def test_folder_and_file_errors_are_user_errors_naming_their_fix(tmp_path):
+    config = custom_config.get_config()  # no config.data.folder
+    for load in (datasets.dataset_info, lambda data: check.open_split(data, "train")):
+        with pytest.raises(errors.ConfigError, match="Add --config.data.folder=DIR"):
+            load(config.data)
+    folder = _index_dataset(str(tmp_path / "mine"))
+    with pytest.raises(FileNotFoundError) as error:
+        datasets.get_dataset(_data_config(folder), "test")
+    assert isinstance(error.value, errors.MissingFileError)
+    assert "split it has (['train', 'val'])" in str(error.value)
+    assert "--config.data.eval_split" in str(error.value)
+    _damage(folder)  # a value 5, a label of another size, a truncated image, unpaired files
+    with pytest.raises(custom.PairingError, match="a label of the same name") as error:
+        datasets.get_dataset(_data_config(folder), "train")
+    assert isinstance(error.value, errors.MissingFileError)
+    with open(f"{folder}/val/labels/val_01.png", "wb") as file:
+        file.write(b"not a png")
+    pairs = custom.split_pairs(custom.Description(folder), "train", strict=False)[0]
+    source = custom.CustomFolder.from_pairs(custom.Description(folder), "train", pairs)
+    val = datasets.get_dataset(_data_config(folder), "val")
+    for load, kind, fix in [
+            (lambda: source[0], labels.LabelValueError, '"ignore_values": [5, 255]'),
+            (lambda: source[1], labels.SizeMismatchError, "nearest neighbour"),
+            (lambda: source[2], custom.image_io.ImageReadError, "Replace it with a readable"),
+            (lambda: val[1], labels.LabelReadError, "Replace it with a readable")]:
+        with pytest.raises(kind, match=re.escape(fix)) as error:
+            load()
+        assert isinstance(error.value, errors.DataError), kind
+    assert isinstance(error.value, OSError)  # a label that cannot be read: as before
 
 
 def test_a_missing_description_says_what_to_write(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 from configs import camvid as camvid_config
 from configs import voc as voc_config
-from deeplab_jax import train
-from deeplab_jax.data import datasets, rescale
+from deeplab_jax import errors, train
+from deeplab_jax.data import datasets, input_pipeline, rescale
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"no CamVid at {CAMVID}")
@@ -59,17 +59,46 @@ def test_rescaled_source_passes_attributes_and_refuses_upscaling():
 def test_config_errors_name_the_field():
     config = voc_config.get_config()
     config.data.source = "s3"
-    with pytest.raises(ValueError, match="config.data.source='s3'"):
+    with pytest.raises(ValueError, match="config.data.source='s3'.*--config.data.source=tfds"):
         datasets.get_dataset(config.data, "train")
     config.data.source = "folder"
-    with pytest.raises(ValueError, match="config.data.folder"):
+    with pytest.raises(ValueError, match="config.data.folder.*--config.data.folder=DIR"):
         datasets.get_dataset(config.data, "train")
     config.data.update(source="tfds", ignore_label=0)
-    with pytest.raises(ValueError, match="ignore_label=0"):
+    with pytest.raises(ValueError, match="ignore_label=0.*--config.data.ignore_label=255"):
         datasets.get_dataset(config.data, "train")
     config.data.name = "kitti"
-    with pytest.raises(ValueError, match="'kitti'; known: 'synthetic_shapes', 'voc'"):
+    with pytest.raises(ValueError, match="'kitti'; known: 'synthetic_shapes', 'voc'") as error:
         datasets.get_dataset(config.data, "train")
+    # A user's error: one line from the command (errors.run_command), no traceback.
+    assert isinstance(error.value, errors.ConfigError)
+    assert "Set --config.data.name to one of them" in str(error.value)
+
+
+def test_data_config_values_are_config_errors_with_their_fix():
+    class Source:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return {"image": np.zeros((8, 10, 3), np.uint8), "label": np.ones((8, 10), np.uint8)}
+
+    cases = [
+        (lambda: rescale.RescaledSource(Source(), 2.0), "--config.data.image_scale=0.5"),
+        (lambda: rescale.ResizedToFit(Source(), 1024, 512),
+         "--config.data.resize_to_fit='(512, 1024)'"),
+        (lambda: next(input_pipeline.train_batches(
+            Source(), global_batch_size=1, seed=0, start_step=0, canvas_size=(8, 8))),
+         "Example 0 of Source: example size (8, 10) does not fit in canvas (8, 8): set "
+         "--config.data.canvas_size='(8, 10)'"),
+        (lambda: next(input_pipeline.train_batches(
+            Source(), global_batch_size=1, seed=0, start_step=0, canvas_size=(8, 10),
+            num_workers=0)), "--config.data.num_workers=4"),
+    ]
+    for make, fix in cases:
+        with pytest.raises(errors.ConfigError) as error:
+            make()
+        assert isinstance(error.value, ValueError) and fix in str(error.value)
 
 
 def test_tfds_source_without_tfds_points_to_the_folder_source(monkeypatch):

@@ -34,9 +34,10 @@ WRITE = os.environ.get("DEEPLAB_NOTEBOOKS_WRITE") == "1"
 # The figures each notebook must write (more may be written; all must be NN_*.png).
 EXPECTED_FIGURES = {
     "01": ["01_valid_weights_vs_rate.png", "01_valid_tap_maps.png"],
-    "02": ["02_erf_maps.png", "02_erf_profiles.png"],
+    "02": ["02_erf_maps.png", "02_erf_profiles.png", "02_cascade_receptive_field.png"],
     "03": ["03_gridding_masks.png", "03_block4_path_weights.png"],
-    "04": ["04_output_sizes_table.png", "04_aligned_corners_error.png"],
+    "04": ["04_output_sizes_table.png", "04_aligned_corners_error.png",
+           "04_cascade_sizes_table.png"],
 }
 
 

@@ -514,7 +514,8 @@ def test_a_model_fed_mean_subtracted_pixels_is_refused(tiny_checkpoint, monkeypa
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No TF checkpoint at"):
+    with pytest.raises(FileNotFoundError, match=r"config\.model\.pretrained_backbone="
+                                                r"'.*nothing\.ckpt': no such file or folder"):
         pretrained.load_backbone(str(tmp_path / "nothing.ckpt"), *_target())
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deeplab_jax import errors
 from deeplab_jax.data import image_io, labels, paired_files, palettes
 
 # mmseg/datasets/ade.py L16-43, in class-index order (annotation value - 1).
@@ -120,17 +121,17 @@ def find_root(root: str | os.PathLike) -> Path:
     """The ADEChallengeData2016 folder: `root/ADEChallengeData2016`, or `root` itself.
 
     Raises:
-      FileNotFoundError: neither holds images/ and annotations/, naming both, the archive and
-        its URL.
+      MissingFileError (a FileNotFoundError): neither holds images/ and annotations/, naming
+        both, the archive and its URL.
     """
     root = Path(root).expanduser()
     for candidate in (root / TOP_DIR, root):
         if _is_ade_folder(candidate):
             return candidate
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"No ADE20K folder at {root}: neither {root / TOP_DIR} nor {root} holds images/ and "
-        f"annotations/. Download {ARCHIVE} ({SOURCE_URL}) and extract it there. Expected "
-        f"{LAYOUT}.")
+        f"annotations/. Download {ARCHIVE} ({SOURCE_URL}) and extract it there, or set "
+        f"--config.data.folder to the folder holding {TOP_DIR}/. Expected {LAYOUT}.")
 
 
 def _files_by_stem(folder: Path, suffix: str) -> dict[str, Path]:
@@ -157,41 +158,45 @@ def split_files(root: str | os.PathLike, split: str,
         real release's; True: always; False: never.
 
     Raises:
-      FileNotFoundError: no ADE20K folder, a missing split folder, or images and annotations
-        that do not pair by file name (naming a few).
-      ValueError: an unknown split, an empty split, or the wrong number of examples.
+      MissingFileError (a FileNotFoundError): no ADE20K folder, a missing split folder, or
+        images and annotations that do not pair by file name (naming a few).
+      ConfigError (a ValueError): an unknown split.
+      DataError (a ValueError): an empty split, or the wrong number of examples.
     """
     if split not in SPLIT_FOLDERS:
-        raise ValueError(f"Unknown ADE20K split {split!r}; known: {', '.join(SPLIT_FOLDERS)} "
-                         f"(the archive's {', '.join(SPLIT_FOLDERS.values())}).")
+        raise errors.ConfigError(
+            f"Unknown ADE20K split {split!r}; known: {', '.join(SPLIT_FOLDERS)} (the archive's "
+            f"{', '.join(SPLIT_FOLDERS.values())}). Set --config.data.train_split / "
+            "--config.data.eval_split to one of them.")
     folder = find_root(root)
     image_dir = folder / "images" / SPLIT_FOLDERS[split]
     label_dir = folder / "annotations" / SPLIT_FOLDERS[split]
     for path in (image_dir, label_dir):
         if not path.is_dir():
-            raise FileNotFoundError(f"{path}: no such folder. {ARCHIVE} may be partly "
-                                    f"extracted: extract it again. Expected {LAYOUT}.")
+            raise errors.MissingFileError(f"{path}: no such folder. {ARCHIVE} may be partly "
+                                          f"extracted: extract it again. Expected {LAYOUT}.")
     images = _files_by_stem(image_dir, IMAGE_SUFFIX)
     label_paths = _files_by_stem(label_dir, LABEL_SUFFIX)
     unlabelled = sorted(set(images) - set(label_paths))
     orphans = sorted(set(label_paths) - set(images))
     if unlabelled or orphans:
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"ADE20K {split!r}: {len(unlabelled)} images in {image_dir} without an annotation "
             f"in {label_dir} (e.g. {unlabelled[:3]}), {len(orphans)} annotations without an "
             f"image (e.g. {orphans[:3]}). {ARCHIVE} may be partly extracted: extract it "
             f"again. Expected {LAYOUT}.")
     if not images:
-        raise ValueError(f"{image_dir}: the {split!r} split has no *{IMAGE_SUFFIX} images. "
-                         f"Expected {LAYOUT}.")
+        raise errors.DataError(f"{image_dir}: the {split!r} split has no *{IMAGE_SUFFIX} images; "
+                               f"{ARCHIVE} may be partly extracted: extract it again. Expected "
+                               f"{LAYOUT}.")
     stems = sorted(images)
     if check_counts is None:
         check_counts = is_real_ade20k(stems, split)
     if check_counts and len(stems) != SPLIT_SIZES[split]:
-        raise ValueError(
+        raise errors.DataError(
             f"{image_dir}: {len(stems)} examples in the {split!r} split of the real ADE20K, "
             f"expected {SPLIT_SIZES[split]} (SPLIT_SIZES). {ARCHIVE} looks partly extracted: "
-            "extract it again, or pass check_counts=False to read a deliberate subset.")
+            "extract it again (from Python, check_counts=False reads a deliberate subset).")
     return [(str(images[stem]), str(label_paths[stem])) for stem in stems]
 
 

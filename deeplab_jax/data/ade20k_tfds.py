@@ -29,6 +29,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from deeplab_jax import errors
 from deeplab_jax.data import ade20k, tfds_builders
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
@@ -79,8 +80,8 @@ def _source_root(dl_manager: tfds.download.DownloadManager) -> Path:
     """The ADEChallengeData2016 folder: the manual dir's, its archive's, or the download's.
 
     Raises:
-      FileNotFoundError: a manual dir without the data, or no manual dir and a failed
-        download, naming the archive, its URL and the manual dir.
+      MissingFileError (a FileNotFoundError): a manual dir without the data, or no manual
+        dir and a failed download, naming the archive, its URL and the manual dir.
     """
     manual_dir = None
     try:
@@ -95,12 +96,13 @@ def _source_root(dl_manager: tfds.download.DownloadManager) -> Path:
     try:
         extracted = Path(os.fspath(dl_manager.download_and_extract(ade20k.SOURCE_URL)))
     except Exception as error:  # noqa: BLE001  (no internet, a server error, ...)
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"No ADE20K source: no manual dir with {ade20k.ARCHIVE} or {ade20k.TOP_DIR}/ "
             f"(looked in {getattr(dl_manager, '_manual_dir', None)}), and downloading "
             f"{ade20k.SOURCE_URL} failed ({type(error).__name__}: {error}). Download it by "
-            "hand and pass prepare(manual_dir=FOLDER) (or tfds.download.DownloadConfig("
-            "manual_dir=FOLDER)) with FOLDER holding it.\n"
+            "hand into a FOLDER and give it: --config.data.manual_dir=FOLDER (or python -m "
+            "deeplab_jax.data.prepare --dataset=ade20k --manual_dir=FOLDER; from Python, "
+            "prepare(manual_dir=FOLDER)).\n"
             + MANUAL_DOWNLOAD_INSTRUCTIONS) from error
     return _find_root(extracted, f"The download of {ade20k.SOURCE_URL}, extracted to")
 
@@ -109,8 +111,10 @@ def _find_root(folder: Path, what: str) -> Path:
     try:
         return ade20k.find_root(folder)
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{what} {folder} holds no ADE20K folder ({error}).\n"
-                                + MANUAL_DOWNLOAD_INSTRUCTIONS) from error
+        raise errors.MissingFileError(
+            f"{what} {folder} holds no ADE20K folder ({error}). Put {ade20k.ARCHIVE} or its "
+            f"extracted {ade20k.TOP_DIR}/ there, or give --config.data.manual_dir the folder "
+            "that holds it.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS) from error
 
 
 def prepare(data_dir: str | os.PathLike | None = None,

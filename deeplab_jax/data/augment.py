@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deeplab_jax import errors
+
 
 def sample_scale(rng: jax.Array, min_scale: float, max_scale: float,
                  step: float) -> jax.Array:
@@ -42,7 +44,11 @@ def sample_scale(rng: jax.Array, min_scale: float, max_scale: float,
       {min_scale, min_scale + step, ..., max_scale}, each equally likely.
     """
     if min_scale > max_scale:
-        raise ValueError(f"min_scale {min_scale} > max_scale {max_scale}")
+        # From config.data (training/step.py): the user's to fix.
+        raise errors.ConfigError(
+            f"config.data.min_scale={min_scale} > config.data.max_scale={max_scale}: set "
+            "min_scale <= max_scale, e.g. --config.data.min_scale=0.5 "
+            "--config.data.max_scale=2.0 (equal values: no random scaling).")
     if min_scale == max_scale:
         return jnp.asarray(min_scale, jnp.float32)
     if step == 0:
@@ -214,10 +220,11 @@ def pad_to_canvas(image: np.ndarray, label: np.ndarray,
     if h < 1 or w < 1:
         raise ValueError(f"empty example of size {(h, w)}")
     if h > hc or w > wc:
-        raise ValueError(f"example size {(h, w)} does not fit in canvas {(hc, wc)}: set "
-                         "config.data.canvas_size to at least that size (python -m "
-                         "deeplab_jax.data.check suggests one), or shrink the data "
-                         "(config.data.image_scale)")
+        raise errors.ConfigError(
+            f"example size {(h, w)} does not fit in canvas {(hc, wc)}: set "
+            f"--config.data.canvas_size='({max(h, hc)}, {max(w, wc)})' or larger (python -m "
+            "deeplab_jax.data.check suggests one for the whole dataset), or shrink the data "
+            "(config.data.image_scale)")
     image_c = np.full((hc, wc, image.shape[2]), fill_pixel, np.uint8)
     label_c = np.full((hc, wc), ignore_label, np.uint8)
     image_c[:h, :w] = image

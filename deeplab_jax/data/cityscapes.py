@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deeplab_jax import errors
 from deeplab_jax.data import image_io, labels, paired_files, palettes
 
 # (name, label id in the labelIds PNGs, RGB colour) of the 19 classes, in train-id order:
@@ -90,9 +91,10 @@ LAYOUT = (
 
 def _require_folder(path: Path, archive: str) -> None:
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"{path}: no such folder. It comes from {archive} ({DOWNLOAD_URL}, after "
-            f"logging in): extract it into the data folder. Expected {LAYOUT}.")
+            f"logging in): extract it into the data folder (--config.data.folder, the folder "
+            f"holding {IMAGE_DIR}/ and {LABEL_DIR}/). Expected {LAYOUT}.")
 
 
 def _files_by_id(split_dir: Path, suffix: str) -> dict[str, Path]:
@@ -124,12 +126,15 @@ def split_files(root: str | os.PathLike, split: str, check_counts: bool | None =
         extracts the two archives into two folders).
 
     Raises:
-      FileNotFoundError: a missing folder (naming its archive), images without their labelIds
-        file or labelIds files without their image (naming a few).
-      ValueError: an unknown split, an empty split, or the wrong number of examples.
+      MissingFileError (a FileNotFoundError): a missing folder (naming its archive), images
+        without their labelIds file or labelIds files without their image (naming a few).
+      ConfigError (a ValueError): an unknown split.
+      DataError (a ValueError): an empty split, or the wrong number of examples.
     """
     if split not in SPLITS:
-        raise ValueError(f"Unknown Cityscapes split {split!r}; known: {', '.join(SPLITS)}.")
+        raise errors.ConfigError(f"Unknown Cityscapes split {split!r}; known: "
+                                 f"{', '.join(SPLITS)}. Set --config.data.train_split / "
+                                 "--config.data.eval_split to one of them.")
     root = Path(root).expanduser()
     label_root = root if label_root is None else Path(label_root).expanduser()
     image_dir, label_dir = root / IMAGE_DIR / split, label_root / LABEL_DIR / split
@@ -140,23 +145,24 @@ def split_files(root: str | os.PathLike, split: str, check_counts: bool | None =
     unlabelled = sorted(set(images) - set(label_paths))
     orphans = sorted(set(label_paths) - set(images))
     if unlabelled or orphans:
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"Cityscapes {split!r}: {len(unlabelled)} images in {image_dir} without a "
             f"{LABEL_SUFFIX} file in {label_dir} (e.g. {unlabelled[:3]}), {len(orphans)} "
             f"labels without an image (e.g. {orphans[:3]}). One of {IMAGE_ARCHIVE} and "
             f"{LABEL_ARCHIVE} may be partly extracted: extract both again. Expected {LAYOUT}.")
     if not images:
-        raise ValueError(f"{image_dir}: the {split!r} split has no *{IMAGE_SUFFIX} images in "
-                         f"its city folders. Expected {LAYOUT}.")
+        raise errors.DataError(f"{image_dir}: the {split!r} split has no *{IMAGE_SUFFIX} images "
+                               f"in its city folders: extract {IMAGE_ARCHIVE} (and "
+                               f"{LABEL_ARCHIVE}) again. Expected {LAYOUT}.")
     ids = sorted(images)
     if check_counts is None:
         check_counts = is_real_cityscapes(ids)
     if check_counts and len(ids) != SPLIT_SIZES[split]:
-        raise ValueError(
+        raise errors.DataError(
             f"{image_dir}: {len(ids)} examples in the {split!r} split of the real Cityscapes, "
             f"expected {SPLIT_SIZES[split]} (SPLIT_SIZES). {IMAGE_ARCHIVE} or {LABEL_ARCHIVE} "
-            "looks partly extracted: extract it again, or pass check_counts=False to read a "
-            "deliberate subset.")
+            "looks partly extracted: extract it again (from Python, check_counts=False reads "
+            "a deliberate subset).")
     return [(str(images[i]), str(label_paths[i])) for i in ids]
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from deeplab_jax import errors
 from deeplab_jax.data import cityscapes, tfds_builders
 
 ARCHIVES = ((cityscapes.IMAGE_ARCHIVE, cityscapes.IMAGE_DIR),
@@ -113,8 +114,8 @@ def _extracted_roots(dl_manager) -> tuple[Path, Path]:
     archive found there.
 
     Raises:
-      FileNotFoundError: an archive is neither in the manual dir nor extracted there, naming
-        both archives, the manual dir and the download page.
+      MissingFileError (a FileNotFoundError): an archive is neither in the manual dir nor
+        extracted there, naming both archives, the manual dir and the download page.
     """
     manual, manual_for_message = _manual_dir(dl_manager)
     roots = []
@@ -124,14 +125,16 @@ def _extracted_roots(dl_manager) -> tuple[Path, Path]:
         elif manual is not None and (manual / archive).is_file():
             roots.append(Path(os.fspath(dl_manager.extract(manual / archive))))
         else:
-            raise FileNotFoundError(
+            raise errors.MissingFileError(
                 f"Cannot find {archive}: it is not in the manual dir {manual_for_message} "
                 f"(nor its extracted {top}/ folder), and it cannot be downloaded without a "
-                "login. Pass prepare(manual_dir=FOLDER) (or tfds.download.DownloadConfig("
-                "manual_dir=FOLDER)) with FOLDER holding the archives.\n"
-                + MANUAL_DOWNLOAD_INSTRUCTIONS)
+                "login. Put both archives in a FOLDER and give it: "
+                "--config.data.manual_dir=FOLDER (or python -m deeplab_jax.data.prepare "
+                "--dataset=cityscapes --manual_dir=FOLDER; from Python, "
+                "prepare(manual_dir=FOLDER) or tfds.download.DownloadConfig("
+                "manual_dir=FOLDER)).\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
         if not (roots[-1] / top).is_dir():
-            raise FileNotFoundError(
+            raise errors.MissingFileError(
                 f"{archive} extracted to {roots[-1]}, which has no {top}/ folder: the archive "
                 f"is not Cityscapes' {archive}, or is damaged. Download it again from "
                 f"{cityscapes.DOWNLOAD_URL}.")

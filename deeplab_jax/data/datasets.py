@@ -23,6 +23,7 @@ from typing import Any
 
 import ml_collections
 
+from deeplab_jax import errors
 from deeplab_jax.data import ade20k, camvid, cityscapes, custom, synthetic, voc
 from deeplab_jax.data.rescale import RescaledSource, ResizedToFit
 
@@ -41,13 +42,15 @@ def dataset_module(name: str) -> Any:
     """The file of dataset `name`.
 
     Raises:
-      ValueError: an unknown name, with the closest known one.
+      ConfigError: an unknown name, with the closest known one.
     """
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=1)
-        raise ValueError(f"Unknown dataset config.data.name={name!r}"
-                         + (f" (did you mean {close[0]!r}?)" if close else "")
-                         + f"; known: {', '.join(map(repr, DATASETS))}.")
+        raise errors.ConfigError(
+            f"Unknown dataset config.data.name={name!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; known: {', '.join(map(repr, DATASETS))}. Set --config.data.name to one of "
+            "them (your own data: 'custom', with --config.data.folder=DIR).")
     return DATASETS[name]
 
 
@@ -58,26 +61,34 @@ def get_dataset(data_config: ml_collections.ConfigDict, split: str):
         return module.generated_source(data_config, split)
     info = module.dataset_info(data_config)
     if data_config.ignore_label != info["ignore_label"]:
-        raise ValueError(f"config.data.ignore_label={data_config.ignore_label}, but "
-                         f"{data_config.name}'s labels mark ignored pixels with "
-                         f"{info['ignore_label']}.")
+        raise errors.ConfigError(
+            f"config.data.ignore_label={data_config.ignore_label}, but {data_config.name}'s "
+            f"labels mark ignored pixels with {info['ignore_label']}: set "
+            f"--config.data.ignore_label={info['ignore_label']} (or leave it at the config's "
+            "value).")
     if data_config.source == "folder":
         if not data_config.folder:
-            raise ValueError(
+            raise errors.ConfigError(
                 f"config.data.source='folder' needs config.data.folder: the folder holding "
-                f"the {data_config.name} dataset (see the README's 'Datasets' section).")
+                f"the {data_config.name} dataset (see the README's 'Datasets' section). Add "
+                "--config.data.folder=DIR.")
         source = module.folder_source(data_config, split)
     elif data_config.source == "tfds":
         if module.TFDS_BUILDER is None:
-            raise ValueError(f"config.data.name={data_config.name!r} is read from a folder "
-                             "only: set config.data.source='folder' and config.data.folder.")
+            raise errors.ConfigError(
+                f"config.data.name={data_config.name!r} is read from a folder only, not "
+                "config.data.source='tfds': set --config.data.source=folder "
+                "--config.data.folder=DIR.")
         from deeplab_jax.data import tfds_source  # TensorFlow only on this path
 
         builder = tfds_source.load_builder(data_config.name, data_config.tfds_data_dir,
                                            data_config.manual_dir)
         source = tfds_source.TfdsSource(builder, split, **info)
     else:
-        raise ValueError(f"config.data.source={data_config.source!r} is not one of {SOURCES}.")
+        raise errors.ConfigError(
+            f"config.data.source={data_config.source!r} is not one of {SOURCES}: set "
+            "--config.data.source=tfds (prepared TFDS files) or --config.data.source=folder "
+            "(the extracted dataset in --config.data.folder).")
     fit = data_config.get("resize_to_fit")
     if fit:  # (short_side, long_side_max): each image resized to fit, aspect ratio kept
         source = ResizedToFit(source, *fit)

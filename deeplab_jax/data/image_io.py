@@ -16,12 +16,16 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from deeplab_jax import errors
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pnm")
 EXIF_ORIENTATION = 0x0112
+# The fix of an unreadable file: it is truncated, empty or not an image (an HTML error page).
+REPLACE_IT = "Replace it with a readable copy (download or export it again), or remove it."
 
 
-class ImageReadError(ValueError):
+class ImageReadError(errors.DataError):
     """An input file that is not a readable image; the message names the file."""
 
 
@@ -29,7 +33,7 @@ def find_images(pattern: str) -> list[str]:
     """The image files of `pattern`: a file, a folder (its images, sorted) or a glob.
 
     Raises:
-      FileNotFoundError: nothing matches.
+      MissingFileError (a FileNotFoundError): nothing matches.
     """
     pattern = os.path.expanduser(pattern)
     if os.path.isfile(pattern):
@@ -39,13 +43,17 @@ def find_images(pattern: str) -> list[str]:
                        if name.lower().endswith(IMAGE_EXTENSIONS)
                        and os.path.isfile(os.path.join(pattern, name)))
         if not paths:
-            raise FileNotFoundError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in the "
-                                    f"folder {pattern}.")
+            raise errors.MissingFileError(
+                f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {pattern}. Give "
+                "a folder holding images with one of these extensions, an image file, or a "
+                "glob pattern such as 'photos/*.jpg' (quoted).")
         return paths
     paths = sorted(path for path in glob.glob(pattern, recursive=True) if os.path.isfile(path))
     if not paths:
-        raise FileNotFoundError(f"{pattern}: no such file or folder, and no file matches it as "
-                                "a glob pattern.")
+        raise errors.MissingFileError(
+            f"{pattern}: no such file or folder, and no file matches it as a glob pattern. "
+            "Check the path (a relative one starts from the current folder), or give a folder "
+            "of images or a pattern such as 'photos/*.jpg' (quoted).")
     return paths
 
 
@@ -82,7 +90,7 @@ def opened(path: str) -> Iterator[Image.Image]:
         with Image.open(path) as image:
             yield image
     except Exception as error:  # pylint: disable=broad-except
-        raise ImageReadError(f"Cannot read the image {path}: {error}") from error
+        raise ImageReadError(f"Cannot read the image {path}: {error}. {REPLACE_IT}") from error
 
 
 def load_image(path: str) -> np.ndarray:
@@ -95,7 +103,7 @@ def load_image(path: str) -> np.ndarray:
         pixels = to_rgb_uint8(ImageOps.exif_transpose(image))
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8 or not pixels.size:
         raise ImageReadError(f"Cannot read the image {path}: decoded to {pixels.dtype} "
-                             f"{pixels.shape}, not a non-empty uint8 RGB image.")
+                             f"{pixels.shape}, not a non-empty uint8 RGB image. {REPLACE_IT}")
     return pixels
 
 

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
+from deeplab_jax import errors
 from deeplab_jax.data import labels
 from deeplab_jax.data.augment import pad_to_canvas
 
@@ -89,6 +90,7 @@ def prepare_example(source: ExampleSource, index: int, example: dict[str, np.nda
     Raises:
       LabelValueError: a label value outside 0..num_classes-1 and `ignore_label` (checked
         for every source with a `num_classes`), naming the example.
+      ConfigError: an example larger than the canvas, naming the example.
       ValueError: sizes, dtypes or shapes that do not fit, naming the example.
     """
     num_classes = getattr(source, "num_classes", None)
@@ -99,7 +101,10 @@ def prepare_example(source: ExampleSource, index: int, example: dict[str, np.nda
         return pad_to_canvas(example["image"], example["label"], canvas_size,
                              ignore_label=ignore_label)
     except ValueError as error:
-        raise ValueError(f"{describe_example(source, index)}: {error}") from error
+        # A user's error (the canvas) keeps its class, so the command shows it as one line;
+        # a wrong dtype or shape comes from a reader of ours and stays a ValueError.
+        kind = type(error) if isinstance(error, errors.UserError) else ValueError
+        raise kind(f"{describe_example(source, index)}: {error}") from error
 
 
 def _stack(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
@@ -111,7 +116,8 @@ def _stack(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
 def _mapper(num_workers: int):
     """An order-preserving map over `num_workers` threads (the builtin map for 1)."""
     if num_workers < 1:
-        raise ValueError(f"config.data.num_workers={num_workers} must be >= 1.")
+        raise errors.ConfigError(f"config.data.num_workers={num_workers} must be >= 1 (the "
+                                 "decoding threads): set e.g. --config.data.num_workers=4.")
     if num_workers == 1:
         yield map
         return

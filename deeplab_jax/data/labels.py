@@ -16,9 +16,15 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from deeplab_jax import errors
 
-class LabelValueError(ValueError):
+
+class LabelValueError(errors.DataError):
     """A label map with values outside the dataset's classes; the message names the file."""
+
+
+class LabelReadError(errors.DataError, OSError):
+    """A label file that cannot be read at all; still an OSError, as before it had a class."""
 
 
 def check_label_values(label: np.ndarray, num_classes: int, ignore_label: int,
@@ -58,7 +64,7 @@ def load_index_png(path: str) -> np.ndarray:
     Raises:
       LabelValueError: the file is not a single-channel 8-bit image (an RGB rendering of a
         label map, say), naming the file and its mode.
-      OSError: the file cannot be read, naming it.
+      LabelReadError (an OSError): the file cannot be read, naming it.
     """
     try:
         with Image.open(path) as image:
@@ -67,20 +73,23 @@ def load_index_png(path: str) -> np.ndarray:
                     f"{path}: label image mode {image.mode!r}; expected a palette ('P') or "
                     "greyscale ('L') PNG whose pixel values are class indices. An RGB "
                     "rendering of the labels cannot be used: take the dataset's original "
-                    "index PNGs.")
+                    "index PNGs (for your own data, RGB labels need \"label_format\": "
+                    "\"color\" and \"colors\" in dataset.json).")
             return np.asarray(image, dtype=np.uint8).copy()
     except LabelValueError:
         raise
     except Exception as error:  # pylint: disable=broad-except
         # Truncated, empty or not an image: PIL raises many types; all name the file here.
-        raise OSError(f"Cannot read the label image {path}: {error}") from error
+        raise LabelReadError(f"Cannot read the label image {path}: {error}. Replace it with a "
+                             "readable copy (re-extract or re-export it as PNG), or remove "
+                             "the example.") from error
 
 
 class LabelColorError(LabelValueError):
     """A colour label map with colours that are no class's; the message names the file."""
 
 
-class SizeMismatchError(ValueError):
+class SizeMismatchError(errors.DataError):
     """An image and its label of different sizes; the message names both files."""
 
 
@@ -91,7 +100,9 @@ def check_same_size(image: np.ndarray, label: np.ndarray, image_path: str,
     if image.shape[:2] != label.shape[:2]:
         raise SizeMismatchError(
             f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (h x w) but its label "
-            f"{label_path} is {label.shape[0]}x{label.shape[1]}.")
+            f"{label_path} is {label.shape[0]}x{label.shape[1]}. Pair the image with its own "
+            "label; if one of them was resized, resize the label like the image (nearest "
+            "neighbour, never bilinear) or go back to the originals.")
 
 
 def map_label_values(values: np.ndarray, value_to_class: dict[int, int],
@@ -115,8 +126,10 @@ def map_label_values(values: np.ndarray, value_to_class: dict[int, int],
         raise LabelValueError(
             f"{where}: label values {sorted(bad)} ({sum(bad.values())} pixels) are neither a "
             f"class's (values {sorted(value_to_class)}) nor ignored ({list(ignore_values)}). "
-            "Fix the file, or list the values in dataset.json's 'label_values' or "
-            "'ignore_values'.")
+            "If they mark pixels to ignore, set \"ignore_values\": "
+            f"{sorted(set(ignore_values) | set(bad))} in dataset.json; if they are a class's, "
+            "add them to that class in \"label_values\"; else fix the file (a JPEG-saved or "
+            "bilinear-resized label has such stray values).")
     return mapped.astype(np.uint8)
 
 

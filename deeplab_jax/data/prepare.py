@@ -8,6 +8,7 @@ Then train with the same --config.data.tfds_data_dir (default: ~/tensorflow_data
 """
 from absl import app, flags
 
+from deeplab_jax import errors
 from deeplab_jax.reporting.command_line import start_command
 from deeplab_jax.data import datasets, tfds_source
 
@@ -29,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.data.prepare")

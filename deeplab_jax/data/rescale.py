@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from deeplab_jax import errors
+
 
 def rescaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """round(h * s), round(w * s), at least 1 pixel each."""
@@ -68,8 +70,10 @@ class RescaledSource(_ResizedSource):
 
     def __init__(self, source, scale: float):
         if not 0.0 < scale <= 1.0:
-            raise ValueError(f"config.data.image_scale={scale} must be in (0, 1]: it reduces "
-                             "the resolution of the whole dataset (upscaling adds nothing).")
+            raise errors.ConfigError(
+                f"config.data.image_scale={scale} must be in (0, 1]: it reduces the resolution "
+                "of the whole dataset (upscaling adds nothing). Set e.g. "
+                "--config.data.image_scale=0.5, or 1.0 for the full resolution.")
         super().__init__(source)
         self.scale = scale
 
@@ -111,10 +115,10 @@ class ResizedToFit(_ResizedSource):
     def __init__(self, source, short_side: int, long_side_max: int):
         if not (isinstance(short_side, int) and isinstance(long_side_max, int)
                 and 0 < short_side <= long_side_max):
-            raise ValueError(
+            raise errors.ConfigError(
                 f"config.data.resize_to_fit=({short_side!r}, {long_side_max!r}) must be None or "
                 "(short_side, long_side_max), two integers with 0 < short_side <= "
-                "long_side_max, e.g. (512, 1024).")
+                "long_side_max: set e.g. --config.data.resize_to_fit='(512, 1024)'.")
         super().__init__(source)
         self.short_side = short_side
         self.long_side_max = long_side_max

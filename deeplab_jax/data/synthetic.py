@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from deeplab_jax import errors
 from deeplab_jax.data import palettes
 
 CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
@@ -185,6 +186,8 @@ def generated_source(data_config, split: str) -> SyntheticShapes:
     settings = data_config.synthetic
     num_examples = {"train": settings.num_train_examples, "val": settings.num_val_examples}
     if split not in num_examples:
-        raise ValueError(f"synthetic_shapes has splits 'train' and 'val', not {split!r}.")
+        raise errors.ConfigError(f"synthetic_shapes has splits 'train' and 'val', not {split!r}: "
+                                 "set --config.data.train_split / --config.data.eval_split "
+                                 "to one of them.")
     return SyntheticShapes(split, num_examples[split], image_size=settings.image_size,
                            max_shapes=settings.max_shapes)

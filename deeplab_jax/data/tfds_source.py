@@ -16,23 +16,30 @@ from typing import Optional
 
 import numpy as np
 
+from deeplab_jax import errors
+
+
+class TfdsMissingError(errors.ConfigError, ImportError):
+    """config.data.source='tfds' without TFDS installed (an ImportError, as before)."""
 
 
 def load_builder(name: str, data_dir: Optional[str], manual_dir: Optional[str]):
     """The prepared builder of dataset `name`; downloads and prepares it on first use.
 
     Raises:
-      ImportError: TFDS is not installed, with the folder-source alternative.
+      TfdsMissingError (an ImportError): TFDS is not installed, with the folder-source
+        alternative.
     """
     from deeplab_jax.data import datasets  # pylint: disable=import-outside-toplevel
 
     try:
         module = importlib.import_module(datasets.dataset_module(name).TFDS_BUILDER)
     except ImportError as error:
-        raise ImportError(
-            f"config.data.source='tfds' needs tensorflow-datasets and TensorFlow ({error}). "
-            "On a machine without them, read the extracted dataset with numpy and pillow: "
-            "--config.data.source=folder --config.data.folder=/path/to/dataset.") from error
+        raise TfdsMissingError(
+            f"config.data.source='tfds' needs tensorflow-datasets and TensorFlow ({error}): "
+            "install them (pip install -r requirements.txt), or read the extracted dataset "
+            "with numpy and pillow: --config.data.source=folder "
+            "--config.data.folder=/path/to/dataset.") from error
     return module.prepare(data_dir=data_dir, manual_dir=manual_dir)
 
 
@@ -46,12 +53,13 @@ class TfdsSource:
     def __init__(self, builder, split: str, *, class_names, palette: np.ndarray,
                  ignore_label: int):
         if split not in builder.info.splits:
-            raise ValueError(f"{builder.name} has splits {sorted(builder.info.splits)}, not "
-                             f"{split!r}.")
+            raise errors.ConfigError(
+                f"{builder.name} has splits {sorted(builder.info.splits)}, not {split!r}: set "
+                "--config.data.train_split / --config.data.eval_split to one of them.")
         try:
             self._examples = builder.as_data_source(split)
         except Exception as error:  # TFDS raises several types for a tfrecord-only dataset.
-            raise ValueError(
+            raise errors.DataError(
                 f"{builder.data_dir}: cannot open {builder.name} for random access ({error}). "
                 "It was probably prepared by `tfds build` in the default tfrecord format; "
                 "delete that folder and let deeplab_jax prepare it (array_record).") from error

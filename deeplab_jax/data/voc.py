@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import scipy.io
 
+from deeplab_jax import errors
 from deeplab_jax.data import palettes
 from deeplab_jax.data import image_io, labels
 
@@ -60,9 +61,10 @@ def _sbd_dir(root: str) -> str:
 
 def _require(path: str, archive: str, url: str, top: str) -> None:
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"{path} does not exist. It comes from the archive {archive} ({url}): download it "
-            f"and extract it into the data folder, so that the folder contains {top}/. Every "
+            f"and extract it into the data folder, so that the folder contains {top}/ "
+            f"(--config.data.folder is the folder holding {top}/, not {top}/ itself). Every "
             f"split needs VOCdevkit/ (from {VOC_ARCHIVE}); train_aug also needs "
             f"benchmark_RELEASE/ (from {SBD_ARCHIVE}).")
 
@@ -90,13 +92,13 @@ def check_split_size(split: str, num_ids: int, num_voc_train: int) -> None:
     SPLIT_SIZES['train'] ids; other counts (miniature test archives) are not checked.
 
     Raises:
-      ValueError: naming the split, the counts found and expected, and the archive that may
-        be incomplete.
+      DataError (a ValueError): naming the split, the counts found and expected, and the
+        archive that may be incomplete.
     """
     if num_voc_train != SPLIT_SIZES["train"] or num_ids == SPLIT_SIZES[split]:
         return
     archives = (f"{VOC_ARCHIVE} or {SBD_ARCHIVE}" if split == "train_aug" else VOC_ARCHIVE)
-    raise ValueError(
+    raise errors.DataError(
         f"VOC split {split!r} has {num_ids} ids, expected {SPLIT_SIZES[split]} (the VOC train "
         f"list is the real release's, {SPLIT_SIZES['train']} ids). The extracted {archives} "
         "may be incomplete or of another release: extract the archives again.")
@@ -112,11 +114,13 @@ def split_ids(root: str, split: str, sbd_root: str | None = None) -> list[str]:
         train_aug); defaults to `root`.
 
     Raises:
-      FileNotFoundError: a list file is missing, naming it and the archive to extract.
-      ValueError: an unknown split, or a real-release split of the wrong size.
+      MissingFileError: a list file is missing, naming it and the archive to extract.
+      ConfigError: an unknown split. DataError: a real-release split of the wrong size.
     """
     if split not in SPLITS:
-        raise ValueError(f"Unknown VOC split {split!r}; known: {', '.join(SPLITS)}.")
+        raise errors.ConfigError(f"Unknown VOC split {split!r}; known: {', '.join(SPLITS)}. Set "
+                                 "--config.data.train_split / --config.data.eval_split to one "
+                                 "of them.")
     voc_train = _voc_list(root, "train")
     if split == "train":
         ids = set(voc_train)
@@ -150,10 +154,10 @@ def example_files(root: str, image_id: str, sbd_root: str | None = None) -> tupl
                        os.path.join(sbd, "cls", f"{image_id}.mat")))):
         path = next((p for p in candidates if os.path.isfile(p)), None)
         if path is None:
-            raise FileNotFoundError(
+            raise errors.MissingFileError(
                 f"No {kind} file for VOC id {image_id!r}: neither {candidates[0]} nor "
                 f"{candidates[1]} exists. The extracted {VOC_ARCHIVE} or {SBD_ARCHIVE} may "
-                "be incomplete.")
+                "be incomplete: extract both again.")
         found.append(path)
     return found[0], found[1]
 
@@ -168,29 +172,31 @@ def load_sbd_label(path: str) -> np.ndarray:
     """An SBD cls/<id>.mat's GTcls.Segmentation, uint8 [h, w], values checked.
 
     Raises:
-      ValueError: the file is not a readable .mat with a GTcls struct holding a 2-D
-        integer Segmentation map (naming the file).
+      DataError (a ValueError): the file is not a readable .mat with a GTcls struct holding
+        a 2-D integer Segmentation map (naming the file).
       LabelValueError: values outside 0..20 and 255.
     """
     expected = ("a MATLAB file with a struct GTcls whose field Segmentation is a 2-D class "
-                "map (SBD's benchmark_RELEASE/dataset/cls/<id>.mat)")
+                "map (SBD's benchmark_RELEASE/dataset/cls/<id>.mat). The file is damaged or not "
+                f"SBD's: extract {SBD_ARCHIVE} again")
     try:
         mat = scipy.io.loadmat(path, variable_names=["GTcls"])
     except (OSError, ValueError, NotImplementedError, TypeError) as error:
-        raise ValueError(f"Cannot read the SBD label {path}: {error}; expected {expected}.") \
-            from error
+        raise errors.DataError(
+            f"Cannot read the SBD label {path}: {error}; expected {expected}.") from error
     gt = mat.get("GTcls")
     if (not isinstance(gt, np.ndarray) or gt.dtype.names is None
             or "Segmentation" not in gt.dtype.names or gt.size != 1):
-        raise ValueError(f"{path}: no GTcls struct with a Segmentation field; expected "
-                         f"{expected}.")
+        raise errors.DataError(f"{path}: no GTcls struct with a Segmentation field; expected "
+                               f"{expected}.")
     segmentation = np.asarray(gt["Segmentation"].flat[0])
     if (segmentation.ndim != 2 or segmentation.dtype.kind not in "uif"
             or (segmentation.dtype.kind == "f"
                 and not np.array_equal(segmentation, np.round(segmentation)))
             or (segmentation.size and (segmentation.min() < 0 or segmentation.max() > 255))):
-        raise ValueError(f"{path}: GTcls.Segmentation has shape {segmentation.shape} and dtype "
-                         f"{segmentation.dtype}; expected {expected}, integer values 0..255.")
+        raise errors.DataError(f"{path}: GTcls.Segmentation has shape {segmentation.shape} and "
+                               f"dtype {segmentation.dtype}, not integer values 0..255; "
+                               f"expected {expected}.")
     label = segmentation.astype(np.uint8)
     return labels.check_label_values(label, NUM_CLASSES, IGNORE_LABEL, where=path)
 
@@ -204,7 +210,8 @@ def load_example(root: str, image_id: str, sbd_root: str | None = None) -> dict[
     """{'image': uint8 [h, w, 3], 'label': uint8 [h, w]} of `image_id`.
 
     Raises:
-      ValueError: image and label differ in size (naming both files and sizes).
+      SizeMismatchError (a ValueError): image and label differ in size (naming both files
+        and sizes).
     """
     image_path, label_path = example_files(root, image_id, sbd_root)
     image = image_io.load_image(image_path)

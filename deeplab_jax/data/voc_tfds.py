@@ -17,6 +17,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from deeplab_jax import errors
 from deeplab_jax.data import image_io, voc
 
 ARCHIVES = ((voc.VOC_ARCHIVE, voc.VOC_URL, "VOCdevkit"),
@@ -97,13 +98,14 @@ def _extracted_roots(dl_manager) -> tuple[str, str]:
             try:
                 path = dl_manager.download(url)
             except Exception as error:  # No internet, a server error, a bad checksum...
-                raise FileNotFoundError(
+                raise errors.MissingFileError(
                     f"Cannot get {archive}: it is not in the manual folder "
                     f"{manual_for_message} and downloading {url} failed ({error}). Download "
                     f"both archives, {voc.VOC_ARCHIVE} ({voc.VOC_URL}) and {voc.SBD_ARCHIVE} "
-                    f"({voc.SBD_URL}), and put them in {manual_for_message} (prepare(..., "
-                    "manual_dir=...) or tfds.download.DownloadConfig(manual_dir=...)).") \
-                    from error
+                    f"({voc.SBD_URL}), put them in a FOLDER and give it: "
+                    "--config.data.manual_dir=FOLDER (or python -m deeplab_jax.data.prepare "
+                    "--dataset=voc --manual_dir=FOLDER; from Python, prepare(manual_dir=FOLDER)"
+                    ").") from error
         roots.append(os.fspath(dl_manager.extract(path)))
     return roots[0], roots[1]
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from deeplab_jax.errors import MissingFileError, UserError
 from deeplab_jax.evaluation import intervals, per_image
 
 
-class NotComparable(ValueError):
+class NotComparable(UserError, ValueError):
     """The two evaluations did not see the same images (or classes)."""
 
 
@@ -31,7 +32,8 @@ def resolve(path: str) -> str:
     """The per-image file named by `path`: the file, its metrics JSON, or a run's workdir.
 
     Raises:
-      FileNotFoundError: nothing there, or an evaluation without a per-image file.
+      MissingFileError (a FileNotFoundError): nothing there, or an evaluation without a
+        per-image file.
       NotComparable: a workdir whose latest step has several evaluations (other strides,
         multi-scale, CRF): which one is meant must be named.
     """
@@ -39,7 +41,7 @@ def resolve(path: str) -> str:
         folder = os.path.join(path, "eval")
         files = sorted(glob.glob(os.path.join(glob.escape(folder), "*" + per_image.FILE_SUFFIX)))
         if not files:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path}: no evaluation with per-image results in {folder}. Evaluate the "
                 "run's checkpoint (python -m deeplab_jax.main ... --mode=eval) to write one.")
         steps = {file: int(_STEP.search(os.path.basename(file)).group(1)) for file in files
@@ -55,11 +57,12 @@ def resolve(path: str) -> str:
     if path.endswith(".json"):
         path = path[:-len(".json")] + per_image.FILE_SUFFIX
         if not os.path.exists(path):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path}: this evaluation has no per-image file (written since "
                 "2026-12-02). Evaluate the checkpoint again (--mode=eval) to write it.")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such evaluation, file or run folder.")
+        raise MissingFileError(f"{path}: no such evaluation, file or run folder. Give a run's "
+                               "workdir, its eval/NAME.json or eval/NAME_per_image.npz.")
     return path
 
 

@@ -51,6 +51,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from deeplab_jax.errors import ConfigError
+
 EPSILON = 1e-8  # probabilities are clipped here before the log
 NORMALIZATIONS = ("symmetric", "none")
 
@@ -72,8 +74,9 @@ class CRFParams:
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"CRF normalization {self.normalization!r}: use one of "
-                             f"{NORMALIZATIONS} (config.eval.crf.normalization).")
+            raise ConfigError(f"config.eval.crf.normalization={self.normalization!r} is not "
+                              f"one of {NORMALIZATIONS}; set one of them (default "
+                              f"{NORMALIZATIONS[0]!r}).")
 
 
 DEFAULTS = CRFParams()

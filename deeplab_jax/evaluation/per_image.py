@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from deeplab_jax.errors import DataError
+
 FILE_SUFFIX = "_per_image.npz"
 
 NUM_BEST_WORST = 4  # examples shown in each half of the best/worst grid
@@ -139,9 +141,9 @@ def load(path: str) -> dict[str, Any]:
         loaded = {key: data[key] for key in data.files}
     missing = {"confusion", "label_digest", "image_id", "class_names", "record"} - set(loaded)
     if missing:
-        raise ValueError(f"{path} is not a per-image evaluation file (no {sorted(missing)}); "
-                         "evaluations written before per-image files existed have none: "
-                         "evaluate the checkpoint again (--mode=eval) to write it.")
+        raise DataError(f"{path} is not a per-image evaluation file (no {sorted(missing)}); "
+                        "evaluations written before per-image files existed have none: "
+                        "evaluate the checkpoint again (--mode=eval) to write it.")
     loaded["record"] = json.loads(str(loaded["record"]))
     loaded["class_names"] = [str(name) for name in loaded["class_names"]]
     return loaded

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from deeplab_jax.errors import ConfigError, DataError
 from deeplab_jax.evaluation import crf, evaluate
 from deeplab_jax.inference.restore import RestoredModel, restore_model
 
@@ -73,7 +74,9 @@ def export_restored(restored: RestoredModel, *, height: int, width: int,
       (the `Exported`, the JSON-serialisable description written next to it).
     """
     if height < 1 or width < 1:
-        raise ValueError(f"The export size {height}x{width} must be positive.")
+        raise ConfigError(f"The export size {height}x{width} (--height={height}, --width={width}) "
+                          "must be positive: give both >= 1, or leave them out for "
+                          "config.data.canvas_size.")
     if restored.num_classes > 255:
         raise ValueError("A uint8 class map holds at most 255 classes.")
     config = restored.config
@@ -157,7 +160,7 @@ class ExportedModel:
 
         Raises:
           TypeError: the pixels are not uint8 (already normalised floats, typically).
-          ValueError: the size differs from the exported one.
+          DataError (a ValueError): the size differs from the exported one.
         """
         images = np.asarray(images)
         if images.dtype != np.uint8:
@@ -167,7 +170,7 @@ class ExportedModel:
         single = images.ndim == 3
         batch = images[None] if single else images
         if batch.ndim != 4 or batch.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(
+            raise DataError(
                 f"The exported model takes [N, {self.height}, {self.width}, 3] (or "
                 f"[{self.height}, {self.width}, 3]) images, got {images.shape}; resize or pad "
                 "the image, export at its size (--height, --width), or use "

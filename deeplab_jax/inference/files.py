@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from deeplab_jax.data.image_io import ImageReadError, find_images, image_size, load_image
+from deeplab_jax.errors import ConfigError, DataError
 from deeplab_jax.inference.predictor import Predictor
 from deeplab_jax.inference.restore import restore_model
 from deeplab_jax.reporting import figures, visualize
@@ -117,7 +118,8 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str, *
 
     Raises:
       ImageReadError: naming an unreadable file.
-      ValueError: an output would overwrite an input or another output.
+      ConfigError: an output would overwrite an input; DataError: two inputs would write
+        the same output (both ValueErrors).
     """
     paths = list(paths)
     names = output_names(paths)
@@ -129,12 +131,15 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str, *
     outputs = [record[kind] for record in records for kind in OUTPUT_SUFFIXES]
     for output in outputs:
         if os.path.realpath(output) in inputs:
-            raise ValueError(f"Writing {output} would overwrite an input image; choose another "
-                             "--output folder.")
+            raise ConfigError(f"--output={output_dir}: writing {output} would overwrite an "
+                              "input image; choose another --output folder.")
     clashes = [path for path, count in collections.Counter(outputs).items() if count > 1]
     if clashes:
-        raise ValueError(f"Two inputs would write the same output file {clashes[0]}; rename "
-                         "one of them.")
+        inputs_of = [record["input"] for record in records
+                     if clashes[0] in (record[kind] for kind in OUTPUT_SUFFIXES)]
+        raise DataError(f"The inputs {' and '.join(inputs_of)} would both write the output "
+                        f"file {clashes[0]}; rename one of them, or predict them into separate "
+                        "--output folders.")
     sizes = [image_size(path) for path in paths]
     os.makedirs(output_dir, exist_ok=True)
     with tqdm(total=len(paths), desc="predict", unit="image", disable=not progress) as bar:

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.evaluation import evaluate
 from deeplab_jax.inference.restore import RestoredModel
 
@@ -46,8 +47,12 @@ class Predictor:
     def __init__(self, model: Any, variables: PyTree, *, scales: Sequence[float] = (1.0,),
                  flip: bool = False, batch_size: int = 4, bucket: int = DEFAULT_BUCKET,
                  crf_params: Any = None):
-        if batch_size < 1 or bucket < 1:
-            raise ValueError(f"batch_size={batch_size} and bucket={bucket} must be >= 1.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} (--batch_size of deeplab_jax.predict) "
+                              "must be >= 1: the images predicted together; set 1 or more "
+                              "(default 4).")
+        if bucket < 1:
+            raise ValueError(f"bucket={bucket} must be >= 1.")
         if getattr(model, "num_classes", 0) > 255:
             raise ValueError("Indexed PNG label maps hold at most 255 classes.")
         self.variables = variables

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models import (context_module, deeplabv2, deeplabv3, deeplabv3_cascade,
                                 deeplabv3plus, dilated_fcn, fcn, per_pixel, pspnet, segnet,
                                 unet, unet_resnet)
@@ -54,13 +55,13 @@ def model_module(name: str) -> Any:
     """The file of model `name`.
 
     Raises:
-      ValueError: an unknown name, with the closest known one.
+      ConfigError: an unknown name, with the closest known one.
     """
     if name not in MODELS:
         close = difflib.get_close_matches(name, MODELS, n=1)
-        raise ValueError(f"config.model.architecture={name!r} is not a model"
-                         + (f" (did you mean {close[0]!r}?)" if close else "")
-                         + f"; the models are {sorted(MODELS)}.")
+        raise ConfigError(f"config.model.architecture={name!r} is not a model"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; set it to one of {sorted(MODELS)}.")
     return MODELS[name]
 
 

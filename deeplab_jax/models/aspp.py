@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.atrous import AtrousConv
 
 PAPER_RATES_AT_OS16 = (6, 12, 18)
@@ -43,13 +44,17 @@ def rescale_rates(rates: Sequence[int], from_stride: int, to_stride: int,
     view in pixels, rate * from / to (Sec. 4.2: "rates are doubled when output_stride = 8").
 
     Raises:
-      ValueError: the rates do not stay whole numbers >= 1.
+      ConfigError: the rates do not stay whole numbers >= 1.
     """
     scaled = [rate * from_stride / to_stride for rate in rates]
     if any(rate != int(rate) or rate < 1 for rate in scaled):
-        raise ValueError(
+        ratio = max(1, to_stride // from_stride)
+        finer = (f", or evaluate at output stride {from_stride} or finer "
+                 "(config.eval.output_stride)" if to == "eval" and ratio > 1 else "")
+        raise ConfigError(
             f"{what} {tuple(rates)} at output stride {from_stride} do not give whole rates at "
-            f"{to} output stride {to_stride} ({scaled}); use multiples of the stride ratio.")
+            f"{to} output stride {to_stride} ({scaled}); set {what} to multiples of {ratio} "
+            f"(all >= 1){finer}.")
     return tuple(int(rate) for rate in scaled)
 
 
@@ -64,7 +69,7 @@ def check_rates_fit(rates: Sequence[int], image_size: Sequence[int], output_stri
     evaluate on larger images than its training crop.
 
     Raises:
-      ValueError: naming `field`, the rates, the feature map and the input size.
+      ConfigError: naming `field`, the rates, the feature map and the input size.
     """
     sides = [math.ceil(side / output_stride) for side in image_size]
     useless = [rate for rate in rates if rate >= max(sides)]
@@ -75,7 +80,7 @@ def check_rates_fit(rates: Sequence[int], image_size: Sequence[int], output_stri
                f"{tuple(useless)} >= the feature map side {max(sides)}, so every non-centre "
                "tap reads padding and those branches act as 1x1 convolutions")
     if len(useless) == len(rates):
-        raise ValueError(message + f". Set {field} to rates below {max(sides)} (the paper's "
+        raise ConfigError(message + f". Set {field} to rates below {max(sides)} (the paper's "
                          "(6, 12, 18) suit 513x513 crops at output stride 16), or train on "
                          "larger crops.")
     logging.warning("%s.", message)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models import aspp, deeplabv3
 from deeplab_jax.models.segmenter import backbone_kwargs
 
@@ -51,8 +52,9 @@ def default_config() -> ml_collections.ConfigDict:
 def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     block = config.model.context_module
     if block.front_end not in ("resnet", "deeplabv3"):
-        raise ValueError(f"config.model.context_module.front_end={block.front_end!r} is not "
-                         "'resnet' or 'deeplabv3'.")
+        raise ConfigError(f"config.model.context_module.front_end={block.front_end!r} is not "
+                          "'resnet' or 'deeplabv3'; set one of them, e.g. "
+                          "--config.model.context_module.front_end=deeplabv3.")
     if block.front_end == "deeplabv3":
         if not block.atrous_rates:
             block.atrous_rates = aspp.default_atrous_rates(config.model.output_stride)

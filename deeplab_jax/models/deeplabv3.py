@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models import aspp
 from deeplab_jax.models.segmenter import ResNetSegmenter, backbone_kwargs
 
@@ -36,8 +37,9 @@ def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     if not block.atrous_rates:
         block.atrous_rates = aspp.default_atrous_rates(config.model.output_stride)
     if len(block.atrous_rates) != 3:
-        raise ValueError(f"config.model.deeplabv3.atrous_rates={tuple(block.atrous_rates)}: "
-                         "ASPP takes three rates.")
+        raise ConfigError(f"config.model.deeplabv3.atrous_rates={tuple(block.atrous_rates)}: "
+                          "ASPP takes three rates: give three, e.g. (6, 12, 18) at output "
+                          "stride 16, or leave it unset to derive them from the stride.")
     check_rates(config, "deeplabv3", eval_stride)
 
 

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models import aspp, deeplabv3
 from deeplab_jax.models.resnet import MAX_CASCADED_BLOCKS, valid_output_strides
 from deeplab_jax.models.segmenter import ResNetSegmenter, backbone_kwargs
@@ -57,24 +58,26 @@ def num_cascaded_blocks(model_config: ml_collections.ConfigDict) -> int:
 def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     block = config.model.deeplabv3_cascade
     if not 0 <= block.num_cascaded_blocks <= MAX_CASCADED_BLOCKS:
-        raise ValueError(f"config.model.deeplabv3_cascade.num_cascaded_blocks="
-                         f"{block.num_cascaded_blocks} is not in 0..{MAX_CASCADED_BLOCKS} "
-                         "(0: block4 alone; 3: block4 to block7).")
+        raise ConfigError(f"config.model.deeplabv3_cascade.num_cascaded_blocks="
+                          f"{block.num_cascaded_blocks} is not in 0..{MAX_CASCADED_BLOCKS} "
+                          "(0: block4 alone; 3: block4 to block7); set one of them.")
     if block.cascade_init not in CASCADE_INITS:
-        raise ValueError(f"config.model.deeplabv3_cascade.cascade_init={block.cascade_init!r} "
-                         f"is not one of {CASCADE_INITS}.")
+        raise ConfigError(f"config.model.deeplabv3_cascade.cascade_init={block.cascade_init!r} "
+                          f"is not one of {CASCADE_INITS}; set one of them.")
     if block.cascade_init != "random" and not config.model.pretrained_backbone:
-        raise ValueError("config.model.deeplabv3_cascade.cascade_init='block4' copies the "
-                         "ImageNet block4 into blocks 5-7: it needs "
-                         "config.model.pretrained_backbone (or set it to 'random').")
+        raise ConfigError("config.model.deeplabv3_cascade.cascade_init='block4' copies the "
+                          "ImageNet block4 into blocks 5-7: it needs "
+                          "config.model.pretrained_backbone (a resnet_v2 .npz or slim "
+                          "checkpoint), or set --config.model.deeplabv3_cascade.cascade_init="
+                          "random.")
     if block.aspp:
         if not block.atrous_rates:
             block.atrous_rates = aspp.default_atrous_rates(config.model.output_stride)
         if len(block.atrous_rates) != 3 or min(block.atrous_rates) < 1:
-            raise ValueError(f"config.model.deeplabv3_cascade.atrous_rates="
-                             f"{tuple(block.atrous_rates)}: ASPP takes three rates >= 1 (at "
-                             f"output stride {config.model.output_stride} give them "
-                             "explicitly: the paper's (6, 12, 18) are at 16).")
+            raise ConfigError(f"config.model.deeplabv3_cascade.atrous_rates="
+                              f"{tuple(block.atrous_rates)}: ASPP takes three rates >= 1 (at "
+                              f"output stride {config.model.output_stride} give them "
+                              "explicitly: the paper's (6, 12, 18) are at 16).")
         deeplabv3.check_rates(config, "deeplabv3_cascade", eval_stride)
 
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models import aspp, deeplabv3
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.segmenter import ResNetSegmenter, backbone_kwargs
@@ -58,8 +59,9 @@ def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     if not block.atrous_rates:
         block.atrous_rates = aspp.default_atrous_rates(config.model.output_stride)
     if len(block.atrous_rates) != 3:
-        raise ValueError(f"config.model.deeplabv3plus.atrous_rates={tuple(block.atrous_rates)}: "
-                         "ASPP takes three rates.")
+        raise ConfigError(f"config.model.deeplabv3plus.atrous_rates={tuple(block.atrous_rates)}: "
+                          "ASPP takes three rates: give three, e.g. (6, 12, 18) at output "
+                          "stride 16, or leave it unset to derive them from the stride.")
     deeplabv3.check_rates(config, "deeplabv3plus", eval_stride)
 
 

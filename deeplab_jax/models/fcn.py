@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.segmenter import ResNetSegmenter, backbone_kwargs
 
@@ -39,10 +40,11 @@ def default_config() -> ml_collections.ConfigDict:
 def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     variant = config.model.fcn.variant
     if variant not in VARIANTS:
-        raise ValueError(f"config.model.fcn.variant={variant!r} is not one of {sorted(VARIANTS)}.")
+        raise ConfigError(f"config.model.fcn.variant={variant!r} is not one of "
+                          f"{sorted(VARIANTS)}; set one of them (8s is the finest).")
     for name, stride in (("model", config.model.output_stride), ("eval", eval_stride)):
         if stride != 32:
-            raise ValueError(
+            raise ConfigError(
                 f"config.{name}.output_stride={stride}: FCN-{variant} is the skip architecture on "
                 "the un-dilated backbone, so it needs output stride 32 (FCN-8s reads distinct "
                 "stride-8, 16 and 32 features). Set config.model.output_stride=32, or use "

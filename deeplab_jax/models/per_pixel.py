@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
 
 OUTPUT_STRIDES = (8, 16, 32)  # any: the model has none, and ignores config.model.output_stride
@@ -32,11 +33,13 @@ def default_config() -> ml_collections.ConfigDict:
 def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     del eval_stride
     if config.model.aux_loss_weight:
-        raise ValueError(f"config.model.aux_loss_weight={config.model.aux_loss_weight}: the "
-                         "per-pixel control has no backbone for an auxiliary head; set it to 0.")
+        raise ConfigError(f"config.model.aux_loss_weight={config.model.aux_loss_weight}: the "
+                          "per-pixel control has no backbone for an auxiliary head; set it to 0.")
     if config.model.pretrained_backbone:
-        raise ValueError("config.model.pretrained_backbone: the per-pixel control has no "
-                         "ResNet backbone to load ImageNet weights into.")
+        raise ConfigError(f"config.model.pretrained_backbone="
+                          f"{config.model.pretrained_backbone!r}: the per-pixel control has no "
+                          "ResNet backbone to load ImageNet weights into; leave it unset "
+                          "(None).")
 
 
 def build(model_config: ml_collections.ConfigDict, num_classes: int) -> "PerPixelClassifier":

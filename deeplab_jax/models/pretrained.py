@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 from flax import traverse_util
 
+from deeplab_jax.errors import CheckpointError, ConfigError, MissingFileError, UserError
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK
 
 INPUT_CONVENTION = "rgb_pixels/127.5-1"  # [0, 255] -> [-1, 1], slim's resnet_v2 preprocessing
@@ -44,6 +45,11 @@ _UNIT_RE = re.compile(r"^block(\d+)/unit_(\d+)/bottleneck_v2/(.+)$")
 _SLOT_RE = re.compile(r"/(weights|biases|beta|gamma|moving_mean|moving_variance)/[^/]+$")
 _SCOPE_RE = re.compile(r"^resnet_v2_(\d+)/")
 _MAX_LISTED = 40
+CONVERT_COMMAND = "python -m deeplab_jax.pretrained convert SRC DST.npz --depth=N"
+
+
+class TensorFlowNeededError(UserError, ImportError):
+    """A TF checkpoint given where TensorFlow is not installed; the message says to convert."""
 
 
 def read_slim_checkpoint(path: str) -> dict[str, np.ndarray]:
@@ -51,11 +57,10 @@ def read_slim_checkpoint(path: str) -> dict[str, np.ndarray]:
     try:
         import tensorflow as tf  # Lazy: training never imports TensorFlow.
     except ImportError as error:
-        raise ImportError(
+        raise TensorFlowNeededError(
             f"Reading the TF checkpoint {path} needs TensorFlow (pip install tensorflow-cpu). "
             "On a machine without it, convert the checkpoint where TensorFlow is installed "
-            "(python -m deeplab_jax.pretrained convert SRC DST.npz --depth=N) and load the "
-            ".npz instead.") from error
+            f"({CONVERT_COMMAND}) and load the .npz instead.") from error
     if path.endswith((".tar.gz", ".tgz", ".tar")):
         with tempfile.TemporaryDirectory() as directory:
             _safe_extract(path, directory)
@@ -73,11 +78,14 @@ def _safe_extract(archive: str, directory: str) -> None:
         for member in members:
             parts = member.name.replace("\\", "/").split("/")
             if os.path.isabs(member.name) or member.name.startswith("/") or ".." in parts:
-                raise ValueError(f"Refusing {archive}: member {member.name!r} would be "
-                                 "extracted outside the target folder.")
+                raise CheckpointError(f"Refusing {archive}: member {member.name!r} would be "
+                                      "extracted outside the target folder. Use the slim "
+                                      "model zoo's own archive, or extract it yourself and "
+                                      "give its folder.")
             if not (member.isfile() or member.isdir()):
-                raise ValueError(f"Refusing {archive}: member {member.name!r} is a link or a "
-                                 "special file.")
+                raise CheckpointError(f"Refusing {archive}: member {member.name!r} is a link or "
+                                      "a special file. Use the slim model zoo's own archive, "
+                                      "or extract it yourself and give its folder.")
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.11.4
         tar.extractall(directory, members=members, **safe)
 
@@ -90,13 +98,15 @@ def _checkpoint_prefix(path: str) -> str:
                         for root, _, names in os.walk(path) for name in names
                         if name.endswith((".index", ".ckpt"))})
         if len(found) != 1:
-            raise FileNotFoundError(f"Expected one checkpoint (*.index or *.ckpt) in {path}, "
-                                    f"found {len(found)}: {found}.")
+            raise MissingFileError(f"Expected one checkpoint (*.index or *.ckpt) in {path}, "
+                                   f"found {len(found)}: {found}. Give the prefix of the one "
+                                   "to load (e.g. .../resnet_v2_101.ckpt) instead of the "
+                                   "folder.")
         return found[0]
     if os.path.exists(path + ".index") or os.path.isfile(path):
         return path
-    raise FileNotFoundError(f"No TF checkpoint at {path}: give a .tar.gz, a folder or the "
-                            "checkpoint's prefix (e.g. .../resnet_v2_101.ckpt).")
+    raise MissingFileError(f"No TF checkpoint at {path}: give a .tar.gz, a folder or the "
+                           "checkpoint's prefix (e.g. .../resnet_v2_101.ckpt).")
 
 
 def _our_key(slim_layer: str, leaf: str) -> str:
@@ -128,14 +138,17 @@ def slim_name(key: str, depth: int) -> str:
     return f"resnet_v2_{depth}/{layer}/{slim_leaf.get((collection, leaf), leaf)}"
 
 
-def _map_variables(variables: dict[str, np.ndarray], depth: int) -> tuple[dict, list[str]]:
+def _map_variables(variables: dict[str, np.ndarray], depth: int,
+                   depth_field: str = "config.model.depth") -> tuple[dict, list[str]]:
     """Flat {our key: array} and the skipped non-backbone names; refuses other depths."""
     depths = sorted({int(m.group(1)) for m in map(_SCOPE_RE.match, variables) if m})
     if depths != [depth]:
         found = ", ".join(f"resnet_v2_{d}" for d in depths) or "no resnet_v2_N variables"
-        raise ValueError(f"The checkpoint holds {found}, but the model is ResNet-v2 depth "
-                         f"{depth} (config.model.depth={depth}): use a resnet_v2_{depth} "
-                         "checkpoint or set config.model.depth to match.")
+        match = (f"set {depth_field}={depths[0]}" if len(depths) == 1
+                 and depths[0] in UNITS_PER_BLOCK else f"set {depth_field} to match")
+        raise CheckpointError(f"The checkpoint holds {found}, but the model is ResNet-v2 depth "
+                              f"{depth} ({depth_field}={depth}): use a resnet_v2_{depth} "
+                              f"checkpoint or {match}.")
     prefix = f"resnet_v2_{depth}/"
     flat, skipped, unmapped = {}, [], []
     for name, value in variables.items():
@@ -149,8 +162,10 @@ def _map_variables(variables: dict[str, np.ndarray], depth: int) -> tuple[dict, 
         except KeyError:
             unmapped.append(name)
     if unmapped:
-        raise ValueError(f"Unexpected backbone variables in the checkpoint, with no place in "
-                         f"our ResNetV2: {_listing(unmapped)}")
+        raise CheckpointError(f"Unexpected backbone variables in the checkpoint, with no place "
+                              f"in our ResNetV2: {_listing(unmapped)}. Give a TF-slim "
+                              "resnet_v2_N ImageNet checkpoint (ResNet-v1 and other nets do not "
+                              "fit).")
     slots = [name for name in skipped if _SLOT_RE.search(name)]
     others = [name for name in skipped if not _SLOT_RE.search(name)]
     if skipped:
@@ -193,16 +208,19 @@ def _check_input_convention(recorded: str = INPUT_CONVENTION) -> None:
     """The weights expect [-1, 1] inputs: the model's own scaling and the file must agree."""
     from deeplab_jax.models.segmenter import normalize_pixels
     scaled = np.asarray(normalize_pixels(np.array([0.0, 127.5, 255.0], np.float32)))
-    if recorded != INPUT_CONVENTION or not np.allclose(scaled, [-1.0, 0.0, 1.0], atol=1e-6):
-        raise ValueError(
-            f"Input convention mismatch: the weights expect {recorded!r}, this code expects "
-            f"{INPUT_CONVENTION!r} and normalize_pixels maps (0, 127.5, 255) to {scaled}. "
-            "slim's resnet_v2 weights need pixels / 127.5 - 1, never mean-subtracted pixels.")
+    message = (f"Input convention mismatch: the weights expect {recorded!r}, this code expects "
+               f"{INPUT_CONVENTION!r} and normalize_pixels maps (0, 127.5, 255) to {scaled}. "
+               "slim's resnet_v2 weights need pixels / 127.5 - 1, never mean-subtracted pixels.")
+    if not np.allclose(scaled, [-1.0, 0.0, 1.0], atol=1e-6):  # our code changed: a bug
+        raise ValueError(message)
+    if recorded != INPUT_CONVENTION:  # the file's: convert the slim checkpoint again
+        raise CheckpointError(f"{message} Convert the slim checkpoint again ({CONVERT_COMMAND}) "
+                              "and load that .npz.")
 
 
 def _compare(flat: dict[str, tuple[str, np.ndarray]], expected: dict[str, Any],
              source: str, depth: int) -> None:
-    """Raises ValueError naming missing keys, unexpected keys and shape mismatches."""
+    """Raises CheckpointError naming missing keys, unexpected keys and shape mismatches."""
     missing = [f"{key} ({slim_name(key, depth)})" for key in expected if key not in flat]
     unexpected = [f"{name} (-> {key})" for key, (name, _) in flat.items() if key not in expected]
     shapes = [f"{name}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
@@ -212,8 +230,10 @@ def _compare(flat: dict[str, tuple[str, np.ndarray]], expected: dict[str, Any],
         ("missing", missing), ("unexpected", unexpected), ("shape mismatches", shapes)) if names]
     if problems:
         hint = (" (slim's ImageNet nets have config.model.width=64)" if shapes else "")
-        raise ValueError(f"The backbone in {source} does not fit the model{hint}. "
-                         + "; ".join(problems))
+        raise CheckpointError(f"The backbone in {source} does not fit the model{hint}. "
+                              + "; ".join(problems) + f". Give the TF-slim resnet_v2_{depth} "
+                              "ImageNet checkpoint, or its .npz from `python -m "
+                              "deeplab_jax.pretrained convert`.")
 
 
 def _expected_backbone(depth: int, width: int) -> dict[str, Any]:
@@ -230,12 +250,15 @@ def _expected_backbone(depth: int, width: int) -> dict[str, Any]:
 def _read_npz(path: str) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, Any]]:
     with np.load(path, allow_pickle=False) as data:
         if METADATA_KEY not in data.files:
-            raise ValueError(f"{path} has no {METADATA_KEY!r} entry: not written by "
-                             "`python -m deeplab_jax.pretrained convert`.")
+            raise CheckpointError(f"{path} has no {METADATA_KEY!r} entry: not written by "
+                                  "`python -m deeplab_jax.pretrained convert`. Convert the slim "
+                                  f"checkpoint with it ({CONVERT_COMMAND}) and load that .npz.")
         metadata = json.loads(str(data[METADATA_KEY]))
         flat = {key: (key, data[key]) for key in data.files if key != METADATA_KEY}
     if metadata.get("format") != NPZ_FORMAT:
-        raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {NPZ_FORMAT!r}.")
+        raise CheckpointError(f"{path}: format {metadata.get('format')!r}, expected "
+                              f"{NPZ_FORMAT!r}. Convert the slim checkpoint again "
+                              f"({CONVERT_COMMAND}) and load that .npz.")
     return flat, metadata
 
 
@@ -254,14 +277,22 @@ def load_backbone(path: str, params: dict, batch_stats: dict, *,
     block4's projection `shortcut` has no counterpart (a copy's shortcut is the identity).
     """
     if "backbone" not in params:
-        raise ValueError("config.model.pretrained_backbone needs a model with a ResNet-v2 "
-                         "'backbone' (every config.model.architecture but 'per_pixel').")
+        raise ConfigError(f"config.model.pretrained_backbone={path!r} needs a model with a "
+                          "ResNet-v2 'backbone' (not 'per_pixel', 'segnet' or 'unet'): leave it "
+                          "unset (None), or choose a ResNet model in config.model.architecture.")
+    if not (os.path.exists(path) or os.path.exists(path + ".index")):
+        raise MissingFileError(f"config.model.pretrained_backbone={path!r}: no such file or "
+                               "folder. Give a slim resnet_v2_N checkpoint (.tar.gz, its folder "
+                               "or .ckpt prefix) or an .npz from `python -m "
+                               "deeplab_jax.pretrained convert`.")
     depth = _depth_of(params["backbone"])
     if path.endswith(".npz"):
         flat, metadata = _read_npz(path)
         if metadata.get("depth") != depth:
-            raise ValueError(f"{path} holds resnet_v2_{metadata.get('depth')}, but the model "
-                             f"is ResNet-v2 depth {depth} (config.model.depth={depth}).")
+            raise CheckpointError(f"{path} holds resnet_v2_{metadata.get('depth')}, but the "
+                                  f"model is ResNet-v2 depth {depth} (config.model.depth="
+                                  f"{depth}): use a resnet_v2_{depth} .npz, or set "
+                                  f"--config.model.depth={metadata.get('depth')}.")
         _check_input_convention(metadata.get("input_convention", "<not recorded>"))
     else:
         _check_input_convention()
@@ -299,8 +330,9 @@ def load_backbone(path: str, params: dict, batch_stats: dict, *,
 def convert(source: str, destination: str, depth: int) -> dict[str, Any]:
     """Writes the backbone of slim checkpoint `source` as an .npz; returns its metadata."""
     if not destination.endswith(".npz"):
-        raise ValueError(f"The destination {destination} must end in .npz.")
-    flat, skipped = _map_variables(read_slim_checkpoint(source), depth)
+        raise ConfigError(f"The destination {destination} must end in .npz; name it e.g. "
+                          f"resnet_v2_{depth}.npz.")
+    flat, skipped = _map_variables(read_slim_checkpoint(source), depth, "--depth")
     root = flat.get("params/root_conv/kernel")
     width = int(root[1].shape[-1]) if root is not None else 64
     _compare(flat, _expected_backbone(depth, width), source, depth)
@@ -341,4 +373,6 @@ def run_command(argv: Sequence[str]) -> None:
 if __name__ == "__main__":
     import sys
 
-    run_command(sys.argv)
+    from deeplab_jax import errors
+
+    errors.run_command(lambda: run_command(sys.argv), "python -m deeplab_jax.pretrained")

@@ -69,7 +69,8 @@ def block_strides(num_cascaded_blocks: int = 0) -> tuple[int, ...]:
     cascaded copies of block4, (2, ..., 2, 1) over 4 + num_cascaded_blocks blocks."""
     if not 0 <= num_cascaded_blocks <= MAX_CASCADED_BLOCKS:
         raise ValueError(f"num_cascaded_blocks={num_cascaded_blocks} is not in 0..."
-                         f"{MAX_CASCADED_BLOCKS} (block4 alone up to block7).")
+                         f"{MAX_CASCADED_BLOCKS} (block4 alone up to block7): set "
+                         "config.model.deeplabv3_cascade.num_cascaded_blocks to one of them.")
     return (2,) * (3 + num_cascaded_blocks) + (1,)
 
 
@@ -113,9 +114,11 @@ def strides_and_rates(
     if len(units_per_block) != 4:
         raise ValueError(f"units_per_block must list 4 blocks, got {tuple(units_per_block)}.")
     if len(multi_grid) != units_per_block[3]:
+        example = (1, 2, 4) if units_per_block[3] == 3 else (1,) * units_per_block[3]
         raise ValueError(
             f"multi_grid={tuple(multi_grid)} needs one factor per block4 unit "
-            f"({units_per_block[3]} units).")
+            f"({units_per_block[3]} units): set config.model.multi_grid to "
+            f"{units_per_block[3]} factors, e.g. {example}.")
     units_per_block = tuple(units_per_block) + (units_per_block[3],) * num_cascaded_blocks
     current_stride, rate = ROOT_STRIDE, 1
     blocks = []

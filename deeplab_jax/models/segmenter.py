@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.atrous import ATROUS_IMPLS
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.resnet import ResNetV2
@@ -49,8 +50,8 @@ def normalize_pixels(images: jax.Array) -> jax.Array:
 def compute_dtype(model_config: ml_collections.ConfigDict) -> Any:
     """`config.model.dtype` as a JAX dtype, resolved once, here."""
     if model_config.dtype not in DTYPES:
-        raise ValueError(f"config.model.dtype={model_config.dtype!r} is not supported; use one "
-                         f"of {sorted(DTYPES)}.")
+        raise ConfigError(f"config.model.dtype={model_config.dtype!r} is not supported; use one "
+                          f"of {sorted(DTYPES)}, e.g. --config.model.dtype=float32.")
     return DTYPES[model_config.dtype]
 
 
@@ -59,8 +60,8 @@ def backbone_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
     kwargs = {name: model_config.get(name) for name in BACKBONE_FIELDS if name in model_config}
     kwargs["dtype"] = compute_dtype(model_config)
     if kwargs.get("atrous_impl", "xla") not in ATROUS_IMPLS:
-        raise ValueError(f"config.model.atrous_impl={kwargs['atrous_impl']!r} is not one of "
-                         f"{ATROUS_IMPLS}.")
+        raise ConfigError(f"config.model.atrous_impl={kwargs['atrous_impl']!r} is not one of "
+                          f"{ATROUS_IMPLS}; set one of them (xla is the default).")
     kwargs["multi_grid"] = tuple(model_config.multi_grid)
     kwargs["aux_loss"] = bool(model_config.get("aux_loss_weight") or 0.0)
     return kwargs

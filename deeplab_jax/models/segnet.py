@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
 
 OUTPUT_STRIDES = (8, 16, 32)  # any: no ResNet backbone; config.model.output_stride unused
@@ -48,12 +49,14 @@ def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     del eval_stride
     block = config.model.segnet
     if block.variant not in VARIANTS:
-        raise ValueError(f"config.model.segnet.variant={block.variant!r} is not one of "
-                         f"{sorted(VARIANTS)}.")
+        raise ConfigError(f"config.model.segnet.variant={block.variant!r} is not one of "
+                          f"{sorted(VARIANTS)}; set one of them.")
     for field, why in (("aux_loss_weight", "has no block3 for an auxiliary head"),
                        ("pretrained_backbone", "has a VGG encoder, not a ResNet")):
         if config.model[field]:
-            raise ValueError(f"config.model.{field}={config.model[field]!r}: SegNet {why}.")
+            raise ConfigError(f"config.model.{field}={config.model[field]!r}: SegNet {why}; "
+                              + ("set it to 0." if field == "aux_loss_weight"
+                                 else "leave it unset (None)."))
 
 
 def build(model_config: ml_collections.ConfigDict, num_classes: int) -> "SegNet":

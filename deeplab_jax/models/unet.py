@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
 
 OUTPUT_STRIDES = (8, 16, 32)  # any: no backbone; config.model.output_stride is not used
@@ -43,7 +44,9 @@ def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     for field, why in (("aux_loss_weight", "has no block3 for an auxiliary head"),
                        ("pretrained_backbone", "is trained from scratch (no ResNet)")):
         if config.model[field]:
-            raise ValueError(f"config.model.{field}={config.model[field]!r}: U-Net {why}.")
+            raise ConfigError(f"config.model.{field}={config.model[field]!r}: U-Net {why}; "
+                              + ("set it to 0." if field == "aux_loss_weight"
+                                 else "leave it unset (None)."))
 
 
 def build(model_config: ml_collections.ConfigDict, num_classes: int) -> "UNet":

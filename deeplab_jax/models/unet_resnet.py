@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.segmenter import ResNetSegmenter, backbone_kwargs
 
@@ -36,8 +37,10 @@ def default_config() -> ml_collections.ConfigDict:
 def resolve(config: ml_collections.ConfigDict, eval_stride: int) -> None:
     del eval_stride
     if len(config.model.unet_resnet.decoder_channels) != len(SKIP_STRIDES):
-        raise ValueError("config.model.unet_resnet.decoder_channels needs one width per skip "
-                         f"stride {SKIP_STRIDES}, got {config.model.unet_resnet.decoder_channels}.")
+        raise ConfigError(f"config.model.unet_resnet.decoder_channels="
+                          f"{tuple(config.model.unet_resnet.decoder_channels)} needs one width "
+                          f"per skip stride {SKIP_STRIDES}: give {len(SKIP_STRIDES)}, e.g. "
+                          "(256, 128, 64).")
 
 
 def build(model_config: ml_collections.ConfigDict, num_classes: int) -> "UNetResNet":

@@ -26,6 +26,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.tensorflow_stub import errors
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
 
+from deeplab_jax.errors import MissingFileError
 from deeplab_jax.reporting.figures import save_figure
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def read_scalars(logdir: str) -> Scalars:
     """
     paths = sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
     if not paths:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No TensorBoard event file (events.out.tfevents.*) in {logdir}: point --workdir "
             "at a training run's folder (it holds tensorboard/).")
     # Files in the order their runs started (each file's first event, its version record);
@@ -170,6 +171,8 @@ def run_command() -> None:
     """`python -m deeplab_jax.curves --workdir=DIR [--output=PNG]`; flags defined only here."""
     from absl import app, flags  # pylint: disable=import-outside-toplevel
 
+    from deeplab_jax import errors  # pylint: disable=import-outside-toplevel
+
     flags.DEFINE_string("workdir", None, "A training run's folder (the one with tensorboard/).")
     flags.DEFINE_string("output", None,
                         "Where to write the PNG (default WORKDIR/training_curve.png).")
@@ -180,7 +183,7 @@ def run_command() -> None:
         start_command(argv)
         print(write_training_curve(flags.FLAGS.workdir, flags.FLAGS.output))
 
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.curves")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_jax.data.palettes import PALETTE_SIZE
+from deeplab_jax.errors import DataError
 
 
 def _check_label(label: np.ndarray) -> np.ndarray:
@@ -175,10 +176,11 @@ def load_indexed_png(path: str | os.PathLike) -> np.ndarray:
       uint8 [H, W] pixel indices, not their palette colours.
 
     Raises:
-      ValueError: if the file is RGB(A), whose pixels are colours rather than indices.
+      DataError (a ValueError): the file is RGB(A), whose pixels are colours, not indices.
     """
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette or greyscale PNG, got mode "
-                             f"{image.mode!r}")
+            raise DataError(f"{path}: expected a palette or greyscale PNG, got mode "
+                            f"{image.mode!r}; give the label map (deeplab_jax.predict's "
+                            "NAME.png), not a colourised one (NAME_color.png).")
         return np.array(image, dtype=np.uint8)

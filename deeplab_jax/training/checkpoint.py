@@ -41,6 +41,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from deeplab_jax.errors import CheckpointError, ConfigError, MissingFileError
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK
 from deeplab_jax.training.step import all_finite
 
@@ -50,7 +51,7 @@ STATE_ITEM, RUN_ITEM = "state", "run"  # the two items of a step (module docstri
 MAX_LISTED_DIFFERENCES = 8
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint whose tree does not fit the config's model; the message says how."""
 
 
@@ -74,8 +75,8 @@ def create_manager(workdir: str, *, max_to_keep: int = 3, keep_best: int = 0,
       read_only: evaluation and prediction: no writes, no clean-up, no deletion.
     """
     if max_to_keep < 1:
-        raise ValueError(f"config.max_checkpoints_to_keep={max_to_keep} must be >= 1: the "
-                         "latest checkpoint is what a rerun resumes from.")
+        raise ConfigError(f"config.max_checkpoints_to_keep={max_to_keep} must be >= 1: the "
+                          "latest checkpoint is what a rerun resumes from; set 1 or more.")
     policies = [checkpoint_managers.LatestN(n=max_to_keep)]
     if keep_best > 0:
         policies.append(checkpoint_managers.BestN(
@@ -128,7 +129,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
 
     Raises:
       NonFiniteStateError: `state` holds a NaN or an infinity (nothing is written).
-      ValueError: `step` is not after the latest saved step.
+      CheckpointError: `step` is not after the latest saved step (two runs in one workdir).
     """
     if not bool(_all_finite(state)):
         raise NonFiniteStateError(
@@ -136,9 +137,10 @@ def save(manager: ocp.CheckpointManager, step: int, state: PyTree,
             f"The latest checkpoint ({manager.latest_step()}) is left as it is.")
     latest = manager.latest_step()
     if latest is not None and step <= latest:
-        raise ValueError(f"Cannot save step {step}: {manager.directory} already holds step "
-                         f"{latest}. A run's steps only go forward; use a new --workdir to "
-                         "start over.")
+        raise CheckpointError(f"Cannot save step {step}: {manager.directory} already holds "
+                              f"step {latest}. A run's steps only go forward: is another run "
+                              "writing to this --workdir? Give each run its own --workdir (a "
+                              "new one starts over).")
     items = {STATE_ITEM: ocp.args.StandardSave(state),
              RUN_ITEM: ocp.args.JsonSave(dict(run or {}))}
     saved = manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
@@ -284,7 +286,8 @@ def restore(manager: ocp.CheckpointManager, state: PyTree, step: Optional[int] =
     except (ValueError, KeyError) as error:
         raise CheckpointMismatchError(
             f"The checkpoint at step {step} in {manager.directory} does not fit this "
-            f"config's model (different depth, width or class count?): {error}") from error
+            f"config's model (different depth, width or class count?): {error}. Use a "
+            "--workdir of this config's own runs (or a new one).") from error
     return restored[STATE_ITEM], step, read_run_record(manager, step, saved_items)
 
 
@@ -300,13 +303,13 @@ def restore_variables(workdir: str, variables: PyTree, step: Optional[int] = Non
         shardings to restore onto).
 
     Raises:
-      FileNotFoundError: no complete checkpoint; ValueError: no checkpoint at `step`;
-      CheckpointMismatchError: as `restore`.
+      MissingFileError (a FileNotFoundError): no complete checkpoint; CheckpointError (a
+      ValueError): no checkpoint at `step`; CheckpointMismatchError: as `restore`.
     """
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"No checkpoint in {directory}: train first, or point --workdir "
-                                "(or config.init_from) at the folder of a trained run.")
+        raise MissingFileError(f"No checkpoint in {directory}: train first, or point --workdir "
+                               "(or config.init_from) at the folder of a trained run.")
     abstract = {key: jax.tree.map(ocp.utils.to_shape_dtype_struct, variables[key])
                 for key in ("params", "batch_stats")}
     options = ocp.CheckpointManagerOptions(read_only=True)
@@ -317,10 +320,14 @@ def restore_variables(workdir: str, variables: PyTree, step: Optional[int] = Non
                                ) as manager:
         steps = sorted(manager.all_steps())
         if not steps:
-            raise FileNotFoundError(f"No complete checkpoint in {directory}.")
+            raise MissingFileError(f"No complete checkpoint in {directory} (a run stopped "
+                                   "before its first save leaves none): train first, or point "
+                                   "--workdir (or config.init_from) at the folder of a trained "
+                                   "run.")
         if step is not None and step not in steps:
-            raise ValueError(f"No checkpoint at step {step} in {directory}; there are steps "
-                             f"{steps}.")
+            raise CheckpointError(f"No checkpoint at step {step} in {directory}; there are "
+                                  f"steps {steps}: pass one of them as --step, or leave --step "
+                                  "out for the latest.")
         step = steps[-1] if step is None else step
         _check_fits(manager, step, _saved_items(manager, step), abstract, model_name)
         restored = manager.restore(step, args=ocp.args.Composite(**{

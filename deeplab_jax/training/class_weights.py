@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.evaluation.outputs import write_json
 
 CHOICES = ("none", "median_frequency", "explicit")
@@ -68,18 +69,21 @@ def resolve(optim_config: Any, workdir: str, train_source: Any, num_classes: int
     """The loss weights `config.optim` asks for (None for "none"), cached in the workdir.
 
     Raises:
-      ValueError: an unknown weighting, or explicit weights of the wrong length or sign.
+      ConfigError: an unknown weighting, or explicit weights of the wrong length or sign.
     """
     choice = optim_config.get("class_weighting", "none")
     if choice not in CHOICES:
-        raise ValueError(f"config.optim.class_weighting={choice!r} is not one of {CHOICES}.")
+        raise ConfigError(f"config.optim.class_weighting={choice!r} is not one of {CHOICES}; "
+                          "set one of them.")
     if choice == "none":
         return None
     if choice == "explicit":
         weights = tuple(float(w) for w in optim_config.class_weights or ())
         if len(weights) != num_classes or min(weights) < 0:
-            raise ValueError(f"config.optim.class_weights={optim_config.class_weights}: give "
-                             f"{num_classes} non-negative weights, one per class.")
+            raise ConfigError(f"config.optim.class_weights={optim_config.class_weights}: give "
+                              f"{num_classes} non-negative weights, one per class (or set "
+                              "config.optim.class_weighting='median_frequency' to derive "
+                              "them).")
         return weights
     path = os.path.join(workdir, FILE)
     if os.path.exists(path):

@@ -20,9 +20,15 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
+from deeplab_jax.errors import UserError
 
-class NonFiniteTrainingError(FloatingPointError):
-    """Too many consecutive training steps with a non-finite loss or gradient."""
+
+class NonFiniteTrainingError(UserError, FloatingPointError):
+    """Too many consecutive training steps with a non-finite loss or gradient.
+
+    A user error: training diverged under the config's settings, and the message says what
+    to change (the learning rate, the dtype, the examples of the skipped steps).
+    """
 
 
 class SkippedSteps:
@@ -75,8 +81,8 @@ class SkippedSteps:
                 "a non-finite loss or gradient and were skipped (config."
                 f"max_consecutive_nonfinite_steps={self.limit}), so training stopped. No "
                 "checkpoint holds non-finite values: a rerun resumes from the latest one. "
-                "Lower the learning rate, check those steps' examples (logged above) or use "
-                "float32 (config.model.dtype).")
+                "Lower the learning rate (config.optim.base_learning_rate), check those steps' "
+                "examples (logged above) or use --config.model.dtype=float32.")
 
     def record(self) -> dict[str, Optional[int]]:
         """What a checkpoint saves so that a resumed run continues the count."""

@@ -20,6 +20,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.training import losses
 from deeplab_jax.data import augment
 from deeplab_jax.models.segmenter import AUX_COLLECTION, AUX_LOGITS, MEAN_PIXEL
@@ -46,9 +47,10 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 def check_optimizer(name: str) -> str:
-    """Returns `name` if it names an optimizer, else raises a ValueError naming the choices."""
+    """Returns `name` if it names an optimizer, else raises a ConfigError naming the choices."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"config.optim.optimizer={name!r} is not one of {OPTIMIZERS}.")
+        raise ConfigError(f"config.optim.optimizer={name!r} is not one of {OPTIMIZERS}; set "
+                          "one of them, e.g. --config.optim.optimizer=sgd (the paper's).")
     return name
 
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from deeplab_jax import models, train
+from deeplab_jax import errors, models, train
 from deeplab_jax.analysis import model_flops, step_profile
 from deeplab_jax.data import datasets
 from deeplab_jax.evaluation import crf, evaluate
@@ -219,4 +219,4 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    errors.run_command(lambda: main(sys.argv[1:]), PROGRAM)

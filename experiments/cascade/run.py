@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from deeplab_jax import errors
 from deeplab_jax.data import datasets
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
@@ -114,4 +115,4 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    errors.run_command(lambda: main(sys.argv[1:]), PROGRAM)

@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from deeplab_jax import config_lib, train
+from deeplab_jax import config_lib, errors, train
 from deeplab_jax.analysis import step_profile
 from deeplab_jax.data import datasets
 from deeplab_jax.reporting import machine
@@ -190,4 +190,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run_command(lambda: app.run(main), "python -m experiments.output_stride.run")

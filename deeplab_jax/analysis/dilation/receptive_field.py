@@ -13,6 +13,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.analysis.dilation.taps import effective_kernel_size, tap_offsets
 from deeplab_jax.models.aspp import default_atrous_rates
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, strides_and_rates
@@ -58,7 +59,8 @@ def deeplab_layers(depth: int, output_stride: int, multi_grid: Sequence[int],
     blocks = tuple(f"block{index}" for index in range(1, 5 + num_cascaded_blocks))
     stages = ("root_conv", "max_pool", *blocks, "aspp")
     if through not in stages:
-        raise ValueError(f"through={through!r} is not one of {stages}.")
+        raise ConfigError(f"through={through!r} is not one of {stages}; pass one of them "
+                          "(block5-7 need num_cascaded_blocks).")
     plan = strides_and_rates(output_stride, UNITS_PER_BLOCK[depth], multi_grid,
                              num_cascaded_blocks)
     layers = [("root_conv", 7, 2, 1), ("max_pool", 3, 2, 1)]
