@@ -59,6 +59,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("model_workdir", None, "A baselines DeepLabv3 OS16 cpu_small run "
                         "(for the `model` unaries).", **d)
     flags.DEFINE_integer("voc_sized", 0, "VOC-sized (375x500) synthetic scenes.", **d)
+    flags.DEFINE_integer("max_cached_kernel_mib", crf.DEFAULTS.max_cached_kernel_mib,
+                         "The exact path keeps its N x N kernel up to this size (faster).", **d)
     flags.mark_flags_as_required(["output_dir"], flag_values=fv)
 
 
@@ -213,12 +215,14 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
                                  "the baselines' DeepLabv3 OS16 row), or --unaries=noisy.")
     model = ModelUnaries(args.model_workdir) if "model" in args.unaries else None
     results = {"command": f"{PROGRAM} {shlex.join(argv)}", "commit": commit(),
-               "machine": machine.describe(), "records": []}
+               "machine": machine.describe(), "records": [],
+               "max_cached_kernel_mib": args.max_cached_kernel_mib}
     for spec in args.resolutions:
         size_text, count = spec.split(":")
         size = tuple(int(value) for value in size_text.split("x"))
         scale = size[0] / FULL_SIZE[0]
-        params = crf.CRFParams(bilateral_xy_std=67.0 * scale, gaussian_xy_std=1.0 * scale)
+        params = crf.CRFParams(bilateral_xy_std=67.0 * scale, gaussian_xy_std=1.0 * scale,
+                               max_cached_kernel_mib=args.max_cached_kernel_mib)
         for index, (name, image, labels) in enumerate(camvid_images(args.camvid_dir, size,
                                                                     int(count))):
             full = np.asarray(Image.fromarray(image.astype(np.uint8)).resize(
@@ -233,8 +237,9 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
                 write(results, args.output_dir)
     for seed in range(args.voc_sized):  # DeepLab v2's own parameters: VOC's resolution
         name, image, labels, classes = voc_sized_scene(seed)
-        record = measure_image(image, noisy_unaries(labels, classes, seed), crf.DEFAULTS,
-                               downsamples)
+        params = dataclasses.replace(crf.DEFAULTS,
+                                     max_cached_kernel_mib=args.max_cached_kernel_mib)
+        record = measure_image(image, noisy_unaries(labels, classes, seed), params, downsamples)
         results["records"].append({"image": name, "resolution": "375x500 (synthetic)",
                                    "unaries": "noisy", **record})
         write(results, args.output_dir)
