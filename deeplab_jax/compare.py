@@ -30,6 +30,10 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("Give two evaluations: python -m deeplab_jax.compare "
                              "RUN_OR_EVAL_A RUN_OR_EVAL_B")
     setup_logging()
+    if flags.FLAGS.resamples < 100:
+        raise errors.ConfigError(f"--resamples={flags.FLAGS.resamples}: an interval needs at "
+                                 f"least 100 resamples; leave it out for "
+                                 f"{intervals.NUM_RESAMPLES}.")
     result = comparison.compare(argv[1], argv[2], num_resamples=flags.FLAGS.resamples,
                                 seed=flags.FLAGS.seed)
     print(comparison.report(result), end="")
@@ -38,4 +42,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.compare")
+    errors.run_app(main, "python -m deeplab_jax.compare")

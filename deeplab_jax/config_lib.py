@@ -94,8 +94,19 @@ def check_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 
 
 def config_from_flag(config_flag: Any) -> ml_collections.ConfigDict:
-    """The config of a `--config` flag (config_flags.DEFINE_config_file), overrides checked."""
+    """The config of a `--config` flag (config_flags.DEFINE_config_file), overrides checked.
+
+    ml_collections defers a config file's loading error to the first use of the config: it
+    is raised here, as a ConfigError naming the file."""
     config = config_flag.value
+    try:
+        config.to_dict()
+    except OSError as error:
+        reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+        raise ConfigError(f"--config={config_flags.get_config_filename(config_flag)}: the "
+                          f"config file could not be loaded ({reason}). Give a config file "
+                          "such as --config=configs/voc.py (a relative path starts from the "
+                          "current folder).") from error
     check_overrides(config, config_flags.get_override_values(config_flag))
     return config
 
@@ -206,6 +217,12 @@ def at_output_stride(config: ml_collections.ConfigDict, train_stride: int,
     an ablation over strides keeps the same field of view in pixels (Sec. 4.2). Raises if
     rates do not stay whole numbers.
     """
+    strides = models.model_module(config.model.architecture).OUTPUT_STRIDES
+    for name, stride in (("train", train_stride), ("eval", eval_stride)):
+        if stride not in strides:
+            raise ConfigError(f"{name} output stride {stride} is not one of {strides}, the "
+                              f"output strides model {config.model.architecture!r} runs at; "
+                              "choose among them.")
     config = resolve_config(config)  # derived values at the config's own stride
     config.model = _at_output_stride(config.model, train_stride)
     config.eval.output_stride = eval_stride

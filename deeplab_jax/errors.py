@@ -68,6 +68,40 @@ def run_command(main: Callable[[], object], program: str) -> NoReturn:
     sys.exit(status if isinstance(status, int) else 0)
 
 
+def run_app(main: Callable[[list[str]], object], program: str) -> NoReturn:
+    """`absl.app.run(main)` under `run_command`, its flags parsed by `parse_flags`."""
+    from absl import app  # pylint: disable=import-outside-toplevel
+
+    run_command(lambda: app.run(main, flags_parser=parse_flags), program)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's own flag parsing, with the errors of a --config flag as `ConfigError`s.
+
+    ml_collections loads the --config file and applies --config.FIELD overrides while the
+    flags are parsed: a missing file surfaces as an OSError, a field the config does not
+    have as a KeyError or AttributeError, each behind absl's own traceback.
+    """
+    from absl import app  # pylint: disable=import-outside-toplevel
+
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (KeyError, AttributeError) as error:
+        cause = error.args[0] if error.args else error
+        text = str(cause.args[0] if isinstance(cause, BaseException) and cause.args else cause)
+        field = text.split("\n")[0].strip("'\"")
+        given = [arg for arg in argv if arg.startswith("--config.") and field in arg]
+        hint = " ".join(line for line in text.split("\n")[1:]).strip()
+        raise ConfigError(f"{', '.join(given) or '--config.' + field}: the config has no field "
+                          f"{field!r}. {hint + ' ' if hint else ''}Correct the name (the "
+                          "fields are those of configs/voc.py).") from error
+    except OSError as error:
+        config = next((arg for arg in argv if arg.startswith("--config=")), "--config")
+        raise ConfigError(f"{config}: the config file could not be loaded ({error}). Give a "
+                          "config file such as --config=configs/voc.py (a relative path "
+                          "starts from the current folder).") from error
+
+
 def describe(error: BaseException, program: str, *, verbose: bool = False) -> str:
     """`PROGRAM: error: MESSAGE`, with a fix where the message is the operating system's."""
     message = str(error).rstrip()

@@ -40,4 +40,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.export")
+    errors.run_app(main, "python -m deeplab_jax.export")

@@ -71,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.main")
+    errors.run_app(main, "python -m deeplab_jax.main")

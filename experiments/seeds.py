@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from deeplab_jax.errors import ConfigError
 from deeplab_jax.evaluation import comparison, intervals, outputs, per_image
 
 
@@ -25,10 +26,10 @@ def parse_seeds(values: Sequence[str]) -> list[int]:
     try:
         seeds = [int(value) for value in values]
     except ValueError as error:
-        raise SystemExit(f"--seeds={','.join(values)}: seeds are whole numbers, e.g. "
+        raise ConfigError(f"--seeds={','.join(values)}: seeds are whole numbers, e.g. "
                          f"--seeds=0,1,2 ({error}).") from error
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise SystemExit(f"--seeds={','.join(values)}: give distinct non-negative seeds, e.g. "
+        raise ConfigError(f"--seeds={','.join(values)}: give distinct non-negative seeds, e.g. "
                          "--seeds=0,1,2.")
     return seeds
 

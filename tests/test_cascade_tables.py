@@ -6,6 +6,7 @@ import types
 import numpy as np
 import pytest
 
+from deeplab_jax import errors
 from deeplab_jax.evaluation import outputs
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK, strides_and_rates
 from experiments.cascade import report, run, settings, tables
@@ -63,7 +64,7 @@ def test_overrides_parse_as_literals_or_strings():
     assert settings.parse_assignments(["data.folder=/data/voc", "data.batch_size=8",
                                        "data.crop_size=(321, 321)"]) == {
         "data.folder": "/data/voc", "data.batch_size": 8, "data.crop_size": (321, 321)}
-    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+    with pytest.raises(errors.ConfigError, match="FIELD=VALUE"):
         settings.parse_assignments(["data.folder"])
 
 
@@ -111,9 +112,9 @@ def test_the_report_puts_our_means_beside_the_papers_and_separates_only_real_gap
 
 
 def test_unknown_tables_and_a_missing_checkpoint_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="unknown"):
+    with pytest.raises(errors.ConfigError, match="unknown"):
         run.main(["--tables=4", f"--workdir={tmp_path}", f"--output_dir={tmp_path}"])
-    with pytest.raises(SystemExit, match="no ImageNet weights for depth 50"):
+    with pytest.raises(errors.MissingFileError, match="no ImageNet weights for depth 50"):
         run.pretrained_paths(str(tmp_path), "full")
 
 

@@ -120,3 +120,33 @@ def test_command_line(tmp_path):
          f"--output={output}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == output and os.path.exists(output)
+
+
+@pytest.mark.parametrize("mious, accuracies", [
+    # The embedded default's shape: mIoU climbing to 0.94 under a pixel accuracy near 0.99.
+    ([(step, 0.94 * (1 - np.exp(-step / 600))) for step in range(250, 2501, 250)],
+     [(step, 0.99 - 0.3 * np.exp(-step / 400)) for step in range(250, 2501, 250)]),
+    # Low and falling: the corner the legend used to take.
+    ([(100, 0.12), (200, 0.08), (300, 0.05)], [(100, 0.5), (200, 0.3), (300, 0.1)]),
+], ids=["rising_under_accuracy", "low_and_falling"])
+def test_the_last_value_label_overlaps_neither_the_curves_nor_the_legend(mious, accuracies):
+    scalars = {curves.LOSS_TAG: {step: 1.0 / step for step, _ in mious},
+               curves.MIOU_TAG: dict(mious), curves.PIXEL_ACCURACY_TAG: dict(accuracies)}
+    figure = curves.training_curve_figure(scalars)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(figure)  # how save_figure renders it
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    axes = figure.axes[1]
+    (label,) = axes.texts
+    assert label.get_text() == f"{mious[-1][1]:.4f}"
+    box = label.get_window_extent(renderer)
+    legend = axes.get_legend().get_window_extent(renderer)
+    assert not box.overlaps(legend)
+    for line in axes.lines:  # every vertex and every segment between them, in pixels
+        points = line.get_transform().transform(np.asarray(line.get_xydata()))
+        for start, end in zip(points[:-1], points[1:]):
+            for t in np.linspace(0, 1, 50):
+                assert not box.contains(*(start + t * (end - start))), line.get_label()
+        for point in points:
+            assert not legend.contains(*point), line.get_label()

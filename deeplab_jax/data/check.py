@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from deeplab_jax import errors
+from deeplab_jax import config_lib, errors
 from deeplab_jax.data import custom, datasets, image_io, input_pipeline, labels
 from deeplab_jax.data.rescale import RescaledSource
 from deeplab_jax.reporting import visualize
@@ -220,7 +220,7 @@ def check(config, splits: Sequence[str], output: Optional[str]) -> dict[str, Any
 def main(argv: Sequence[str]) -> None:
     start_command(argv)
     FLAGS = flags.FLAGS
-    config = FLAGS.config
+    config = config_lib.config_from_flag(FLAGS["config"])
     splits = FLAGS.splits or list(dict.fromkeys([config.data.train_split,
                                                  config.data.eval_split]))
     result = check(config, splits, FLAGS.output)
@@ -233,4 +233,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("output", None, "Folder for report.json and the pictures.")
     flags.DEFINE_list("splits", None, "Splits to check (default: the train and eval splits).")
     flags.mark_flags_as_required(["config"])
-    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.data.check")
+    errors.run_app(main, "python -m deeplab_jax.data.check")

@@ -30,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.data.prepare")
+    errors.run_app(main, "python -m deeplab_jax.data.prepare")

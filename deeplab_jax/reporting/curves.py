@@ -107,8 +107,20 @@ def read_scalars(logdir: str) -> Scalars:
     return scalars
 
 
+LEGEND_BAND_TOP = 1.16  # the validation panel's y-axis ends here: the legend's band > 1
+
+
 def plot_training_curve(path: str, scalars: Scalars, title: Optional[str] = None) -> None:
-    """Two panels: training loss (and the learning rate) | validation mIoU (and pixel acc.)."""
+    """Writes `training_curve_figure` to `path` (PNG)."""
+    save_figure(training_curve_figure(scalars, title), path)
+
+
+def training_curve_figure(scalars: Scalars, title: Optional[str] = None):
+    """Two panels: training loss (and the learning rate) | validation mIoU (and pixel acc.).
+
+    Nothing is drawn over the curves: the last mIoU's label sits to the right of its point,
+    in a margin past the last step, and the legend in a band above 1.0, which neither metric
+    can reach."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(12.0, 4.2), layout="constrained")
@@ -135,7 +147,7 @@ def plot_training_curve(path: str, scalars: Scalars, title: Optional[str] = None
         step, value = miou[-1]
         best_step, best = max(miou, key=lambda point: point[1])
         eval_axes.annotate(f"{value:.4f}", (step, value), textcoords="offset points",
-                           xytext=(-10, 8), ha="right")
+                           xytext=(7, 0), ha="left", va="center", color="tab:red")
         subtitle = f"last {value:.4f} at step {step}, best {best:.4f} at step {best_step}"
     else:
         subtitle = "no evaluation yet"
@@ -143,20 +155,22 @@ def plot_training_curve(path: str, scalars: Scalars, title: Optional[str] = None
     if pixel_accuracy:
         eval_axes.plot(*zip(*pixel_accuracy), marker=".", linestyle="--", color="tab:green",
                        label="pixel accuracy")
-    eval_axes.set_ylim(0, 1)
+    eval_axes.set_ylim(0, LEGEND_BAND_TOP)
+    eval_axes.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     eval_axes.set_xlabel("step")
     eval_axes.set_title(f"Validation: {subtitle}", fontsize=10)
     eval_axes.grid(alpha=0.3)
     if miou or pixel_accuracy:
-        eval_axes.legend(loc="lower right")
-    # Both panels share the step range, so the evaluations line up with the loss.
+        eval_axes.legend(loc="upper left", ncol=2, fontsize=9, frameon=False)
+    # Both panels share the step range, so the evaluations line up with the loss; the margin
+    # past the last step holds the last mIoU's label.
     steps = [step for points in (loss, miou) for step, _ in points]
     if steps:
         for axes in (loss_axes, eval_axes):
-            axes.set_xlim(0, max(steps) * 1.02)
+            axes.set_xlim(0, max(steps) * 1.14)
     if title:
         figure.suptitle(title)
-    save_figure(figure, path)
+    return figure
 
 
 def write_training_curve(workdir: str, path: Optional[str] = None) -> str:
@@ -183,7 +197,7 @@ def run_command() -> None:
         start_command(argv)
         print(write_training_curve(flags.FLAGS.workdir, flags.FLAGS.output))
 
-    errors.run_command(lambda: app.run(main), "python -m deeplab_jax.curves")
+    errors.run_app(main, "python -m deeplab_jax.curves")
 
 
 if __name__ == "__main__":

@@ -180,11 +180,11 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     rows.sort(key=lambda row: bool(row.crf_of))  # a CRF row after the rows it evaluates
     unknown = set(args.rows or ()) - {row.name for row in protocol.ROWS}
     if unknown:
-        raise SystemExit(f"{PROGRAM}: unknown rows {sorted(unknown)}; the rows are "
+        raise errors.ConfigError(f"--rows: unknown rows {sorted(unknown)}; the rows are "
                          f"{[row.name for row in protocol.ROWS]}.")
     for row in rows:
         if row.crf_of and row.crf_of not in {other.name for other in rows}:
-            raise SystemExit(f"{PROGRAM}: row {row.name!r} needs row {row.crf_of!r} in "
+            raise errors.ConfigError(f"--rows: row {row.name!r} needs row {row.crf_of!r} in "
                              "--rows (its trained checkpoints).")
     configs = {}
     for row in rows:  # every row's config is checked before anything trains

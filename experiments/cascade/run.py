@@ -68,7 +68,7 @@ def pretrained_paths(directory: str | None, setting: str) -> dict[int, str]:
                       for suffix in (".npz", ".tar.gz", "")]
         found = [path for path in candidates if os.path.exists(path)]
         if not found:
-            raise SystemExit(f"--pretrained_dir={directory}: no ImageNet weights for depth "
+            raise errors.MissingFileError(f"--pretrained_dir={directory}: no ImageNet weights for depth "
                              f"{depth}; expected one of {candidates} (README: 'ImageNet-"
                              "pretrained backbone' says how to get them).")
         paths[depth] = found[0]
@@ -81,7 +81,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     seeds = seeds_lib.parse_seeds(args.seeds)
     unknown = sorted(set(args.tables) - set(tables.TABLES))
     if unknown:
-        raise SystemExit(f"{PROGRAM}: --tables: unknown {unknown}; the tables are "
+        raise errors.ConfigError(f"--tables: unknown {unknown}; the tables are "
                          f"{list(tables.TABLES)}.")
     chosen = [name for name in tables.TABLES if name in args.tables]
     overrides = settings.parse_assignments(args.set)

@@ -22,6 +22,7 @@ import ml_collections
 
 from configs import camvid, voc
 from deeplab_jax import config_lib
+from deeplab_jax.errors import ConfigError
 from experiments.baselines import protocol
 from experiments.cascade.tables import Cell
 
@@ -58,7 +59,7 @@ def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
     for assignment in assignments:
         field, separator, text = assignment.partition("=")
         if not separator or not field:
-            raise SystemExit(f"--set={assignment}: write FIELD=VALUE, e.g. "
+            raise ConfigError(f"--set={assignment}: write FIELD=VALUE, e.g. "
                              "--set=data.folder=/data/voc.")
         try:
             parsed[field.strip()] = ast.literal_eval(text)
@@ -77,7 +78,7 @@ def cell_config(cell: Cell, setting: str, *, seed: int = 0,
       pretrained: the setting's depth -> an ImageNet checkpoint (`full`).
     """
     if setting not in SETTINGS:
-        raise SystemExit(f"--setting={setting!r} is not one of {sorted(SETTINGS)}.")
+        raise ConfigError(f"--setting={setting!r} is not one of {sorted(SETTINGS)}.")
     config = voc.get_config() if setting == "full" else camvid.get_config()
     depth = SETTINGS[setting]["depths"][cell.depth]
     for path, value in {**SETTINGS[setting]["overrides"], **(overrides or {})}.items():

@@ -140,7 +140,7 @@ def plot(report: dict, path: str) -> None:
 def main(argv):
     start_command(argv)
     start = time.time()
-    base = FLAGS.config
+    base = config_lib.config_from_flag(FLAGS["config"])
     train_strides = [int(s) for s in FLAGS.train_strides]
     eval_strides = [int(s) for s in FLAGS.eval_strides]
     # Check every cell's config before training anything.
@@ -190,4 +190,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_command(lambda: app.run(main), "python -m experiments.output_stride.run")
+    errors.run_app(main, "python -m experiments.output_stride.run")
