@@ -44,7 +44,8 @@ def per_image_file(workdir: str, record: dict[str, Any]) -> str:
     name = outputs.evaluation_name(record["split"], record["step"],
                                    output_stride=record["output_stride"],
                                    scales=record["scales"], flip=record["flip"],
-                                   crf=record.get("crf", False))
+                                   crf=record.get("crf", False),
+                                   crf_downsample=record.get("crf_downsample", 1))
     return os.path.join(workdir, "eval", name + per_image.FILE_SUFFIX)
 
 

@@ -5,6 +5,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -61,12 +62,15 @@ def _numpy_mean_field(probabilities, images, params):
     return q.reshape(height, width, classes)
 
 
+@pytest.mark.parametrize("cached", [True, False], ids=["kernel_kept", "kernel_in_chunks"])
 @pytest.mark.parametrize("normalization", crf.NORMALIZATIONS)
-def test_mean_field_equals_the_naive_reference(normalization):
+def test_mean_field_equals_the_naive_reference(normalization, cached):
     images, probabilities, _ = _scene()
     params = crf.CRFParams(iterations=5, bilateral_xy_std=6.0, bilateral_rgb_std=10.0,
                            gaussian_xy_std=2.0, normalization=normalization,
-                           chunk=50)  # several chunks, one ragged
+                           chunk=50,  # several chunks, one ragged
+                           max_cached_kernel_mib=1 if cached else 0)
+    assert crf.caches_kernel(12 * 16, params) == cached
     ours = np.asarray(crf.mean_field(probabilities, images, params=params))[0]
     np.testing.assert_allclose(ours, _numpy_mean_field(probabilities, images[0], params),
                                atol=2e-5)
@@ -129,3 +133,47 @@ def test_evaluation_with_the_crf_writes_its_own_results(tmp_path):
     saved = json.load(open(os.path.join(workdir, "eval", "val_step00000002_os8_crf.json")))
     assert saved["miou"] == results["miou"] and saved["num_images"] == 10
     assert os.path.exists(os.path.join(workdir, "eval", "val_step00000002_os8.json"))
+
+
+CAMVID = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "camvid")
+
+
+def _camvid_val(height, width, seed=0):
+    """A real road scene (CamVid val, from ../shared) at height x width, with unaries from its
+    labels and noise: softmax(2 onehot + 1.5 N(0, 1)), many pixels near a tie."""
+    from PIL import Image
+    image = Image.open(os.path.join(CAMVID, "val", "0016E5_07959.jpg")).convert("RGB")
+    labels = np.asarray(Image.open(os.path.join(CAMVID, "valannot", "0016E5_07959.png")).resize(
+        (width, height), Image.NEAREST))
+    image = np.asarray(image.resize((width, height), Image.BILINEAR), np.float32)
+    rng = np.random.default_rng(seed)
+    logits = 2.0 * np.eye(11)[np.minimum(labels, 10)] + 1.5 * rng.normal(size=(*labels.shape, 11))
+    return jnp.asarray(image)[None], jax.nn.softmax(jnp.asarray(logits)[None], -1)
+
+
+@pytest.mark.skipif(not os.path.isdir(CAMVID), reason="no ../shared/data/camvid")
+def test_on_a_real_image_the_shipped_default_is_the_exact_mean_field():
+    """configs/voc.py's CRF against the exact mean field on a CamVid image at 45x60, DeepLab
+    v2's parameters scaled to the resolution: >= 99% equal labels (the issue's bar; it is the
+    exact path, so all of them), and the kept kernel equals the one recomputed in chunks.
+    The grid approximation is not that close on real images: the reason it is not the
+    default (experiments/crf_agreement records 83-98% at 90x120 and 180x240)."""
+    from configs import voc
+    from deeplab_jax.evaluation import evaluate
+    images, probabilities = _camvid_val(45, 60)
+    block = voc.get_config().eval.crf
+    block.update(enabled=True, bilateral_xy_std=67.0 / 8, gaussian_xy_std=1.0 / 8)
+    shipped = evaluate.crf_params(ml_collections.ConfigDict({"crf": block}))
+    exact = crf.CRFParams(**{**shipped.__dict__, "downsample": 1})
+    in_chunks = crf.CRFParams(**{**exact.__dict__, "max_cached_kernel_mib": 0, "chunk": 500})
+    reference = np.asarray(crf.mean_field(probabilities, images, params=in_chunks))
+    kept = np.asarray(crf.mean_field(probabilities, images, params=exact))
+    # The same sums in another order: float32 rounding, amplified where colours are close.
+    assert np.abs(kept - reference).mean() < 1e-5 and np.abs(kept - reference).max() < 2e-3
+    labels = reference.argmax(-1)
+    assert (kept.argmax(-1) == labels).mean() > 0.999
+    default = np.asarray(crf.mean_field(probabilities, images, params=shipped))
+    assert (default.argmax(-1) == labels).mean() >= 0.99
+    grid = crf.CRFParams(**{**exact.__dict__, "downsample": 4})
+    approximate = np.asarray(crf.mean_field(probabilities, images, params=grid)).argmax(-1)
+    assert 0.5 < (approximate == labels).mean() < 0.99

@@ -89,6 +89,10 @@ def test_each_inference_setting_gets_its_own_file(tmp_path):
                                     flip=False) == "val_step00000012_os16"
     assert outputs.evaluation_name("val", 12, output_stride=8, scales=(0.5, 1.0, 1.75),
                                     flip=True) == "val_step00000012_os8_ms0.5-1-1.75_flip"
+    # The exact CRF and its grid approximation are two settings, two files.
+    assert [outputs.evaluation_name("val", 12, output_stride=16, scales=(1.0,), flip=False,
+                                    crf=True, crf_downsample=grid) for grid in (1, 4)] == [
+        "val_step00000012_os16_crf", "val_step00000012_os16_crf_grid4"]
     path = outputs.write_metrics_json(str(tmp_path), "val_step00000012_os16",
                                        {"step": 12, "miou": 0.5})
     assert path == str(tmp_path / "eval" / "val_step00000012_os16.json")

@@ -99,6 +99,9 @@ def _features(images: jax.Array, params: CRFParams) -> tuple[jax.Array, jax.Arra
     colours = images.astype(jnp.float32).reshape(batch, height * width, 3)
     bilateral = jnp.concatenate([positions / params.bilateral_xy_std,
                                  colours / params.bilateral_rgb_std], axis=-1)
+    # Centred: the kernel depends on differences only, and |f|^2 + |g|^2 - 2 f.g (`_kernel`)
+    # loses less to cancellation in float32 on features near 0.
+    bilateral = bilateral - jnp.mean(bilateral, axis=1, keepdims=True)
     return bilateral, positions / params.gaussian_xy_std
 
 

@@ -35,14 +35,15 @@ SCALARS = ("miou", "pixel_accuracy", "mean_accuracy", "fwiou")
 
 
 def evaluation_name(split: str, step: int, *, output_stride: int, scales: Sequence[float],
-                    flip: bool, crf: bool = False) -> str:
-    """`{split}_step{step:08d}_os{stride}[_ms{scales}][_flip][_crf]`: one name per setting,
-    so an evaluation at another stride, with multi-scale inference or with the CRF never
-    overwrites another."""
+                    flip: bool, crf: bool = False, crf_downsample: int = 1) -> str:
+    """`{split}_step{step:08d}_os{stride}[_ms{scales}][_flip][_crf[_grid{s}]]`: one name per
+    setting, so an evaluation at another stride, with multi-scale inference or with the CRF
+    (exact, or its approximation on a grid of stride s) never overwrites another."""
     name = f"{split}_step{step:08d}_os{output_stride}"
     if tuple(scales) != (1.0,):
         name += "_ms" + "-".join(f"{scale:g}" for scale in scales)
-    return name + ("_flip" if flip else "") + ("_crf" if crf else "")
+    crf_name = "_crf" + (f"_grid{crf_downsample}" if crf_downsample > 1 else "")
+    return name + ("_flip" if flip else "") + (crf_name if crf else "")
 
 
 def write_atomically(path: str, data: bytes) -> str:
@@ -113,7 +114,7 @@ def write_evaluation(workdir: str, writer: MetricWriter, *, name: str,
     path = write_metrics_json(workdir, name, record)
     if len(per_image.confusions):
         settings = {key: record[key] for key in ("step", "split", "output_stride", "scales",
-                                                 "flip", "crf") if key in record}
+                                                 "flip", "crf", "crf_downsample") if key in record}
         write_per_image(workdir, name, per_image, class_names=class_names,
                         image_ids=image_ids, record=settings)
     logging.info("Evaluation on %s (%d images) at step %d: mIoU %s, pixel accuracy %s, "

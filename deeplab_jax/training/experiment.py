@@ -209,9 +209,10 @@ class Experiment:
             num_classes=self.num_classes, expected_num_images=len(self.eval_source),
             class_names=self.eval_source.class_names,
             num_visualizations=config.eval.num_visualizations, per_image=per_image)
+        crf = evaluate_lib.crf_params(config.eval)
         settings = {"output_stride": config.eval.output_stride,
                     "scales": list(config.eval.scales), "flip": config.eval.flip,
-                    "crf": bool(evaluate_lib.crf_params(config.eval))}
+                    "crf": bool(crf), "crf_downsample": crf.downsample if crf else 1}
         record = {"step": step, "split": split, **settings,
                   "seconds": round(time.time() - start, 2), **results}
         if config.eval.interval_resamples:  # over the images: `evaluation/intervals.py`
