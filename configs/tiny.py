@@ -25,6 +25,10 @@ def get_config():
     model.segnet.width_divisor = 16
     model.context_module.update(atrous_rates=(2, 4, 6), aspp_channels=16)
     model.per_pixel.width = 16
+    model.deeplabv1.update(width_divisor=16, fc_channels=32, fc6_rate=2)
+    model.dilation_frontend.update(width_divisor=16, fc_channels=32)
+    model.gcn.kernel_size = 5
+    model.refinenet.channels = (16, 8, 8, 8)
     # SGD, as configs/voc.py: the tests compare runs (8 devices against 1, a resume against
     # none), and SGD's update is linear in the gradient, where Adam's first step is
     # lr * sign(g): a last-digit difference in a near-zero gradient flips it.

@@ -79,6 +79,10 @@ def get_config() -> ml_collections.ConfigDict:
     optim.momentum = 0.9  # SGD momentum (Adam's b1)
     optim.weight_decay = 1e-4  # L2 on conv kernels only, as TF-slim's resnet_arg_scope
     optim.freeze_bn = False  # True: train with frozen BN statistics (OS8 fine-tuning stage)
+    # Parameters held fixed (a stage of a staged schedule, training/freeze.py): glob patterns
+    # over their names, e.g. ('backbone/*',): no gradient, no decay, no optimizer state, and
+    # their BatchNorms run on their running statistics.
+    optim.frozen = ()
     # Per-class loss weights: "none"; "median_frequency" (SegNet's balancing, computed from
     # the training labels); or "explicit" (optim.class_weights, one per class).
     optim.class_weighting = "none"
@@ -124,4 +128,8 @@ def get_config() -> ml_collections.ConfigDict:
     # A workdir whose latest checkpoint's params and BN statistics start this run (fresh step
     # and optimizer): a second training stage. Ignored once this run has checkpoints.
     config.init_from = config_dict.placeholder(str)
+    # The parameters (and BN statistics) init_from's checkpoint may lack, left at their
+    # initialisation: the new part of a staged model, e.g. ('context/*',). Glob patterns as
+    # optim.frozen's; anything else missing, extra or mis-shaped is an error.
+    config.init_from_fresh = ()
     return config

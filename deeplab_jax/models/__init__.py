@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import flax.linen as nn
 
 from deeplab_jax.errors import ConfigError
-from deeplab_jax.models import (context_module, deeplabv2, deeplabv3, deeplabv3_cascade,
-                                deeplabv3plus, dilated_fcn, fcn, per_pixel, pspnet, segnet,
-                                unet, unet_resnet)
+from deeplab_jax.models import (context_module, deeplabv1, deeplabv2, deeplabv3,
+                                deeplabv3_cascade, deeplabv3plus, dilated_fcn,
+                                dilation_frontend, fcn, gcn, per_pixel, pspnet, refinenet,
+                                segnet, unet, unet_resnet)
 
 if TYPE_CHECKING:  # only an annotation: building a model does not need ml_collections
     import ml_collections
@@ -40,13 +41,17 @@ MODELS: dict[str, Any] = {
     "deeplabv3_cascade": deeplabv3_cascade,  # the same paper's other model: block5-7 in cascade
     "deeplabv3plus": deeplabv3plus,  # Chen et al. 2018: ASPP + a stride-4 decoder
     "deeplabv2": deeplabv2,  # Chen et al. 2017 (TPAMI): ASPP by sum, no BN
+    "deeplabv1": deeplabv1,  # Chen et al. 2015: VGG-16 LargeFOV (+ the dense CRF)
     "pspnet": pspnet,  # Zhao et al. 2017: pyramid pooling
     "fcn": fcn,  # Long et al. 2015: FCN-32s/16s/8s on the un-dilated backbone
     "dilated_fcn": dilated_fcn,  # torchvision's and mmsegmentation's FCN head at OS 8/16
     "unet": unet,  # Ronneberger et al. 2015: the original U-Net, from scratch
     "unet_resnet": unet_resnet,  # a U-Net decoder over the ResNet-v2 stages
     "segnet": segnet,  # Badrinarayanan et al. 2017: unpooling with the encoder's indices
+    "dilation_frontend": dilation_frontend,  # Yu and Koltun 2016: their VGG-16 front end
     "context_module": context_module,  # Yu and Koltun 2016: a cascade of dilations
+    "gcn": gcn,  # Peng et al. 2017: large-kernel GCN + boundary refinement, top-down
+    "refinenet": refinenet,  # Lin et al. 2017: 4-cascaded multi-path refinement
     "per_pixel": per_pixel,  # the control: 1x1 convolutions only, no spatial context
 }
 

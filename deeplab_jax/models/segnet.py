@@ -12,6 +12,13 @@ classifier. Both train from scratch here (the paper's encoder starts from VGG16 
 ImageNet, which this codebase does not import). Reference: alexgkendall/SegNet-Tutorial,
 Models/segnet_train.prototxt and Models/segnet_basic_train.prototxt.
 
+Both encoders are `vgg.VGG16`, the VGG-16 that DeepLab v1 and the Dilation front end share:
+with BN, 2x2 pooling that returns its argmax, SegNet's names (`encoder{group}_conv{index}`),
+SegNet-Basic's as four groups of one 7x7 layer. Its layers sit at the top of SegNet's
+parameter tree beside the decoder's, so the parameter names, shapes, initial values and
+outputs are those SegNet had before it shared the encoder (tests/test_vgg_models.py keeps
+that earlier code and compares).
+
 Odd sizes: pooling covers the map with 2x2 windows rounding up (the last row or column of an
 odd side is a window of its own, padded with the lowest value, so it never wins against a
 real one): 360x480 pools to 180x240, 90x120, 45x60, then 23x30 and 12x15. Unpooling returns
@@ -28,12 +35,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from deeplab_jax.errors import ConfigError
+from deeplab_jax.models import vgg
 from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
+from deeplab_jax.models.vgg import max_pool_with_argmax  # noqa: F401  (its pooling, re-exported)
 
 OUTPUT_STRIDES = (8, 16, 32)  # any: no ResNet backbone; config.model.output_stride unused
 RESNET_BACKBONE = False  # no ImageNet ResNet weights, no auxiliary head
 AUX_LOSS_WEIGHT = 0.0
-VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+VGG16_BLOCKS = vgg.VGG16_WIDTHS
 BASIC_BLOCKS = ((64,), (64,), (64,), (64,))
 VARIANTS = {"vgg16_bn": (VGG16_BLOCKS, 3), "basic": (BASIC_BLOCKS, 7)}
 
@@ -63,38 +72,17 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> "SegNet"
     blocks, kernel = VARIANTS[model_config.segnet.variant]
     divisor = model_config.segnet.width_divisor
     return SegNet(num_classes=num_classes, kernel_size=kernel,
-                  blocks=tuple(tuple(max(1, c // divisor) for c in b) for b in blocks),
+                  blocks=vgg.divide_widths(blocks, divisor),
                   basic=model_config.segnet.variant == "basic",
                   dtype=compute_dtype(model_config), bn_momentum=model_config.bn_momentum,
                   bn_epsilon=model_config.bn_epsilon)
-
-
-def max_pool_with_argmax(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """2x2 max pooling with stride 2 (rounding up) and where each maximum was.
-
-    Args:
-      x: [B, H, W, C].
-
-    Returns:
-      (pooled [B, ceil(H/2), ceil(W/2), C], argmax int32 [same]: 0..3, the maximum's place
-      in its window in row-major order (dy * 2 + dx); ties go to the first, as Caffe's).
-    """
-    batch, height, width, channels = x.shape
-    padded_h, padded_w = -(-height // 2) * 2, -(-width // 2) * 2
-    lowest = jnp.finfo(x.dtype).min
-    x = jnp.pad(x, ((0, 0), (0, padded_h - height), (0, padded_w - width), (0, 0)),
-                constant_values=lowest)
-    windows = x.reshape(batch, padded_h // 2, 2, padded_w // 2, 2, channels)
-    windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(
-        batch, padded_h // 2, padded_w // 2, channels, 4)
-    return jnp.max(windows, axis=-1), jnp.argmax(windows, axis=-1).astype(jnp.int32)
 
 
 def max_unpool(x: jax.Array, argmax: jax.Array, size: Sequence[int]) -> jax.Array:
     """Puts each value of `x` at its maximum's place in a 2x2 window, zeros elsewhere.
 
     Args:
-      x: [B, h, w, C]; argmax: [B, h, w, C] from `max_pool_with_argmax`; size: the (H, W)
+      x: [B, h, w, C]; argmax: [B, h, w, C] from `vgg.max_pool_with_argmax`; size: the (H, W)
         before pooling, h = ceil(H / 2).
 
     Returns:
@@ -129,13 +117,13 @@ class SegNet(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
         x = normalize_pixels(images).astype(self.dtype)
-        pools = []
-        for level, widths in enumerate(self.blocks, 1):
-            for index, features in enumerate(widths, 1):
-                x = self.conv_bn(x, features, f"encoder{level}_conv{index}", train)
-            size = x.shape[1:3]
-            x, argmax = max_pool_with_argmax(x)
-            pools.append((argmax, size))
+        # Flax's default (LeCun) initialiser, as SegNet always had: its BN makes the scale moot.
+        encoder = vgg.VGG16(widths=self.blocks, kernel_size=self.kernel_size, batch_norm=True,
+                            pool_argmax=True, layer_name="encoder{group}_conv{index}",
+                            kernel_init=nn.linear.default_kernel_init, dtype=self.dtype,
+                            bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        nn.share_scope(self, encoder)  # its layers beside the decoder's, as they always were
+        x, pools = encoder(x, train=train)
         for level in range(len(self.blocks), 0, -1):
             argmax, size = pools[level - 1]
             x = max_unpool(x, argmax, size)

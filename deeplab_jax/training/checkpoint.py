@@ -34,15 +34,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from deeplab_jax.errors import CheckpointError, ConfigError, MissingFileError
 from deeplab_jax.models.resnet import UNITS_PER_BLOCK
+from deeplab_jax.training import freeze
 from deeplab_jax.training.step import all_finite
 
 PyTree = Any
@@ -292,7 +294,8 @@ def restore(manager: ocp.CheckpointManager, state: PyTree, step: Optional[int] =
 
 
 def restore_variables(workdir: str, variables: PyTree, step: Optional[int] = None, *,
-                      model_name: Optional[str] = None) -> tuple[PyTree, int]:
+                      model_name: Optional[str] = None,
+                      fresh: Sequence[str] = ()) -> tuple[PyTree, int]:
     """The parameters and BN statistics of `workdir`'s checkpoint at `step` (default: latest).
 
     Only {'params', 'batch_stats'} are read: the optimizer state, which evaluation,
@@ -301,6 +304,9 @@ def restore_variables(workdir: str, variables: PyTree, step: Optional[int] = Non
     Args:
       variables: {'params', 'batch_stats'} arrays or `jax.ShapeDtypeStruct`s (with the
         shardings to restore onto).
+      fresh: glob patterns (`training/freeze.py`) of the arrays the checkpoint may lack,
+        e.g. the new part of a staged model: those are returned from `variables` as given
+        (pass arrays, not shapes), the rest restored; the saved model's name is not checked.
 
     Raises:
       MissingFileError (a FileNotFoundError): no complete checkpoint; CheckpointError (a
@@ -329,9 +335,47 @@ def restore_variables(workdir: str, variables: PyTree, step: Optional[int] = Non
                                   f"steps {steps}: pass one of them as --step, or leave --step "
                                   "out for the latest.")
         step = steps[-1] if step is None else step
-        _check_fits(manager, step, _saved_items(manager, step), abstract, model_name)
+        saved_items = _saved_items(manager, step)
+        if fresh:
+            target = _part_in_checkpoint(manager.directory, step, saved_items, abstract, fresh)
+        else:
+            target = abstract
+            _check_fits(manager, step, saved_items, abstract, model_name)
         restored = manager.restore(step, args=ocp.args.Composite(**{
             STATE_ITEM: ocp.args.PyTreeRestore(
-                abstract, partial_restore=True,
-                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))}))
-    return restored[STATE_ITEM], step
+                target, partial_restore=True,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(target))}))
+    if not fresh:
+        return restored[STATE_ITEM], step
+    merged = {**_flat(variables), **_flat(restored[STATE_ITEM])}
+    return traverse_util.unflatten_dict({tuple(path.split("/")): leaf
+                                         for path, leaf in merged.items()}), step
+
+
+def _part_in_checkpoint(directory: Any, step: int, saved_items: Any, abstract: PyTree,
+                        fresh: Sequence[str]) -> PyTree:
+    """The part of `abstract` the checkpoint has; raises if it lacks anything but `fresh`,
+    has arrays the model does not, or differs in a shape."""
+    saved = saved_items.get(STATE_ITEM) if saved_items is not None else None
+    if saved is None:
+        raise CheckpointError(f"The checkpoint at step {step} in {directory} has no readable "
+                              "tree metadata, so a part of it cannot be restored; restore it "
+                              "whole (config.init_from_fresh=()).")
+    saved = _flat({key: saved[key] for key in abstract if key in saved.keys()})
+    target = _flat(abstract)
+    unexpected = [f"{path}: not in the checkpoint, and config.init_from_fresh does not name "
+                  "it" for path in target if path not in saved
+                  and not freeze.matches(path.split("/", 1)[1], fresh)]
+    lines = unexpected + [line for line in tree_differences(saved, target)
+                          if "not in the checkpoint" not in line]
+    if lines:
+        listed = lines[:MAX_LISTED_DIFFERENCES] + (
+            [f"... and {len(lines) - MAX_LISTED_DIFFERENCES} more"]
+            if len(lines) > MAX_LISTED_DIFFERENCES else [])
+        raise CheckpointMismatchError(
+            f"The checkpoint at step {step} in {directory} cannot start this model's "
+            f"stage:\n  " + "\n  ".join(listed) + "\nThe previous stage's parameters must "
+            "keep their names and shapes; name the new ones in config.init_from_fresh "
+            "(patterns such as 'context/*').")
+    return traverse_util.unflatten_dict({tuple(path.split("/")): leaf
+                                         for path, leaf in target.items() if path in saved})

@@ -33,7 +33,7 @@ from deeplab_jax.evaluation.per_image import PerImageStats
 from deeplab_jax.models import get_model, model_module, pretrained
 from deeplab_jax.reporting import curves
 from deeplab_jax.reporting.writer import MetricWriter
-from deeplab_jax.training import checkpoint, class_weights, preemption
+from deeplab_jax.training import checkpoint, class_weights, freeze, preemption
 from deeplab_jax.training import step as step_lib
 from deeplab_jax.training.nonfinite import SkippedSteps
 
@@ -100,6 +100,11 @@ class Experiment:
     def restore_or_start(self) -> tuple[step_lib.TrainState, SkippedSteps]:
         """The state to train from and the non-finite step counter (module docstring)."""
         config = self.config
+        frozen = tuple(config.optim.get("frozen") or ())
+        if frozen:  # a pattern that names nothing is refused before anything runs
+            count = freeze.check_patterns(self._abstract_state().params, frozen)
+            logging.info("Frozen by config.optim.frozen=%s: %d parameter values (no gradient, "
+                         "no decay, no optimizer state, BN statistics fixed).", frozen, count)
         state, restored_step, run = checkpoint.restore(
             self.manager, self._abstract_state(), model_name=config.model.architecture)
         if jax.process_index() == 0:  # after the restore: never over a refused run's config
@@ -129,11 +134,13 @@ class Experiment:
         """`config.init_from`'s weights, else the ImageNet backbone, else `state` as it is."""
         config = self.config
         if config.init_from:
+            fresh = tuple(config.get("init_from_fresh") or ())
             variables, step = checkpoint.restore_variables(
                 config.init_from, step_lib.model_variables(state),
-                model_name=config.model.architecture)
-            logging.info("Initialised parameters and BN statistics from step %d of %s.", step,
-                         config.init_from)
+                model_name=None if fresh else config.model.architecture, fresh=fresh)
+            logging.info("Initialised parameters and BN statistics from step %d of %s%s.",
+                         step, config.init_from,
+                         f" (but {', '.join(fresh)}: initialised afresh)" if fresh else "")
             if config.model.pretrained_backbone:
                 logging.warning("config.model.pretrained_backbone is ignored: config.init_from "
                                 "already provides every parameter.")

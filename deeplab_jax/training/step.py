@@ -21,7 +21,7 @@ import optax
 from flax.training import train_state
 
 from deeplab_jax.errors import ConfigError
-from deeplab_jax.training import losses
+from deeplab_jax.training import freeze, losses
 from deeplab_jax.data import augment
 from deeplab_jax.models.segmenter import AUX_COLLECTION, AUX_LOGITS, MEAN_PIXEL
 
@@ -64,8 +64,11 @@ def create_optimizer(optim_config: ml_collections.ConfigDict,
     """
     learning_rate = create_learning_rate_schedule(optim_config, num_train_steps)
     if check_optimizer(optim_config.optimizer) == "sgd":
-        return optax.sgd(learning_rate, momentum=optim_config.momentum)
-    return optax.adam(learning_rate, b1=optim_config.momentum)
+        optimizer = optax.sgd(learning_rate, momentum=optim_config.momentum)
+    else:
+        optimizer = optax.adam(learning_rate, b1=optim_config.momentum)
+    # Frozen parameters (a stage of a staged schedule) get no update and no state.
+    return freeze.optimizer(optimizer, tuple(optim_config.get("frozen") or ()))
 
 
 def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
@@ -73,7 +76,8 @@ def create_train_state(rng: jax.Array, model: nn.Module, optimizer: optax.Gradie
     """Initialises parameters and BN statistics from `rng` (a pure function: jit it)."""
     variables = model.init(rng, jnp.zeros((1, *image_shape, 3), jnp.float32), train=False)
     state = TrainState.create(apply_fn=model.apply, params=variables["params"],
-                              batch_stats=variables["batch_stats"], tx=optimizer)
+                              # VGG-16 without BatchNorm (DeepLab v1, Dilation) has none
+                              batch_stats=variables.get("batch_stats", {}), tx=optimizer)
     # A strong int32 step, as a restored checkpoint's: a fresh and a resumed run then trace
     # the same training step (one compilation, one compilation-cache entry).
     return state.replace(step=jnp.zeros((), jnp.int32))
@@ -109,6 +113,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                ignore_label: int, augment_kwargs: dict[str, Any],
                aux_loss_weight: float = 0.0,
                class_weights: Optional[tuple[float, ...]] = None,
+               frozen: tuple[str, ...] = (),
                ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimisation step on a global batch.
 
@@ -126,6 +131,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       aux_loss_weight: weight of the auxiliary head's cross-entropy (0: the model is applied
         without it; `models/segmenter.py`).
       class_weights: None, or one loss weight per class (`losses.weighted_cross_entropy_sum`).
+      frozen: parameter name patterns held fixed, with their BN statistics (`freeze.py`).
 
     Returns:
       (new state, metrics): sums and counts (loss_sum, aux_loss_sum, valid_pixels,
@@ -144,19 +150,22 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     rngs = {"dropout": jax.random.fold_in(rng, DROPOUT_STREAM)}
 
     def loss_fn(params):
+        params = freeze.stop_frozen_gradients(params, frozen)
         variables = {"params": params, "batch_stats": state.batch_stats}
-        if mutable:
-            logits, updates = state.apply_fn(variables, images, train=not freeze_bn,
-                                             mutable=mutable, rngs=rngs)
-        else:
-            logits, updates = state.apply_fn(variables, images, train=False, rngs=rngs), {}
+        with freeze.frozen_batch_norm(frozen):
+            if mutable:
+                logits, updates = state.apply_fn(variables, images, train=not freeze_bn,
+                                                 mutable=mutable, rngs=rngs)
+            else:
+                logits, updates = state.apply_fn(variables, images, train=False,
+                                                 rngs=rngs), {}
         new_batch_stats = updates.get("batch_stats", state.batch_stats)
         loss_sum, valid_pixels = cross_entropy(logits)
         aux_sum = jnp.zeros((), jnp.float32)
         if aux_loss_weight:
             (aux_logits,) = updates[AUX_COLLECTION][AUX_LOGITS]
             aux_sum, _ = cross_entropy(aux_logits)
-        decay = losses.l2_weight_decay(params, weight_decay)
+        decay = losses.l2_weight_decay(freeze.without_frozen(params, frozen), weight_decay)
         # Mean over the valid pixels of the global batch (slim's SUM_BY_NONZERO_WEIGHTS).
         total = loss_sum + aux_loss_weight * aux_sum if aux_loss_weight else loss_sum
         loss = total / jnp.maximum(valid_pixels, 1.0) + decay
@@ -241,7 +250,7 @@ def jit_train_step(config: ml_collections.ConfigDict, state_sharding: Any,
         ignore_label=config.data.ignore_label,
         augment_kwargs=augment_config_kwargs(config.data),
         aux_loss_weight=float(config.model.get("aux_loss_weight") or 0.0),
-        class_weights=class_weights)
+        class_weights=class_weights, frozen=tuple(config.optim.get("frozen") or ()))
     return jax.jit(step, in_shardings=(state_sharding, batch_sharding, None),
                    out_shardings=(state_sharding, None),
                    donate_argnums=0 if donate_state else ())

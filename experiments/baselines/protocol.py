@@ -57,6 +57,16 @@ HEAD_SCALES: dict[str, dict[str, Any]] = {
         "model.segnet.width_divisor": 4,
         "model.context_module.aspp_channels": 64, "model.context_module.atrous_rates": (2, 4, 6),
         "model.per_pixel.width": 64,
+        # The VGG-16 models at a quarter of VGG's widths, fc6/fc7 at 256 (LargeFOV's 1024 / 4;
+        # the Dilation front end's 4096 / 16: at / 4 its 7x7 fc6 alone would hold 6.4M
+        # parameters, 3x any other row), LargeFOV's fc6 rate 12 at a third, as the ASPP's.
+        "model.deeplabv1.width_divisor": 4, "model.deeplabv1.fc_channels": 256,
+        "model.deeplabv1.fc6_rate": 4,
+        "model.dilation_frontend.width_divisor": 4, "model.dilation_frontend.fc_channels": 256,
+        "model.context_module.width_divisor": 4, "model.context_module.fc_channels": 256,
+        "model.refinenet.channels": (128, 64, 64, 64),  # (512, 256, 256, 256) / 4
+        # k = 15 in the paper, the side of its 16x16 stride-32 map; ours is 3x4 (65x97 crops).
+        "model.gcn.kernel_size": 5,
         # The CRF at a quarter of the resolution: DeepLab v2's spatial stds / 4.
         "eval.crf.bilateral_xy_std": 67.0 / 4, "eval.crf.gaussian_xy_std": 1.0 / 4,
     },
@@ -75,6 +85,12 @@ class Row:
     why: str  # where the row's own settings come from
     overrides: tuple[tuple[str, Any], ...] = ()
     crf_of: str = ""  # a CRF row: the trained row it evaluates with the dense CRF
+    # A staged row (its paper trains it in stages, `training/freeze.py`): it starts from
+    # this row's checkpoint of the same seed, its `fresh` parameters newly initialised, its
+    # `frozen` ones held fixed, and trains the setting's schedule again.
+    starts_from: str = ""
+    fresh: tuple[str, ...] = ()
+    frozen: tuple[str, ...] = ()
 
 
 ROWS = (
@@ -97,11 +113,35 @@ ROWS = (
     Row("Context module", "context_module", 8, "OS8, the basic module instead of ASPP"),
     Row("DeepLabv3 + context", "context_module", 8, "OS8, the module on DeepLabv3's logits",
         (("model.context_module.front_end", "deeplabv3"),)),
+    Row("DeepLab v1 (LargeFOV)", "deeplabv1", 8,
+        "VGG-16 from scratch, fc6 3x3 at a third of the paper's rate 12 (Chen et al. 2015)"),
+    Row("RefineNet", "refinenet", 32, "4-cascaded on the un-dilated stages (Lin et al. 2017)"),
+    Row("GCN", "gcn", 32, "GCN + boundary refinement on the un-dilated stages (Peng et al. "
+        "2017)"),
+    Row("Dilation front end", "dilation_frontend", 8,
+        "VGG-16 from scratch, pool4/5 removed, fc6 7x7 at dilation 4 (Yu and Koltun 2016)"),
+    Row("Context module (staged)", "context_module", 8,
+        "the basic module on the frozen front end's scores: Yu and Koltun's stage 2",
+        (("model.context_module.front_end", "dilation"), ("model.output_stride", 8),
+         ("model.context_module.dropout_rate", 0.0)),
+        starts_from="Dilation front end", fresh=("context/*",),
+        frozen=("conv*", "fc6/*", "fc7/*", "final/*")),
+    Row("Context module (staged, then jointly)", "context_module", 8,
+        "stage 3: front end and module fine-tuned together",
+        (("model.context_module.front_end", "dilation"), ("model.output_stride", 8)),
+        starts_from="Context module (staged)"),
+    Row("DeepLabv3 + context (staged)", "context_module", 8,
+        "the module on the frozen DeepLabv3 OS8's logits (the staged schedule on our front end)",
+        (("model.context_module.front_end", "deeplabv3"),),
+        starts_from="DeepLabv3 OS8", fresh=("context/*",),
+        frozen=("backbone/*", "aspp/*", "logits/*")),
     Row("per-pixel control", "per_pixel", 16, "1x1 convs only: no spatial context"),
     Row("DeepLabv3 OS16 + CRF", "deeplabv3", 16, "the dense CRF after the network",
         crf_of="DeepLabv3 OS16"),
     Row("DeepLab v2 + CRF", "deeplabv2", 8, "the dense CRF after the network (as v2)",
         crf_of="DeepLab v2"),
+    Row("DeepLab v1 + CRF", "deeplabv1", 8, "the dense CRF after the network (as v1)",
+        crf_of="DeepLab v1 (LargeFOV)"),
 )
 
 
@@ -146,6 +186,24 @@ def seeded(config: ml_collections.ConfigDict, seed: int) -> ml_collections.Confi
     return config
 
 
+def staged(config: ml_collections.ConfigDict, row: Row, root: str,
+           seed: int) -> ml_collections.ConfigDict:
+    """A staged row's `config` starting from its previous stage's run of the same seed."""
+    if not row.starts_from:
+        return config
+    config = copy.deepcopy(config)
+    previous = next(other for other in ROWS if other.name == row.starts_from)
+    config.init_from = cell_workdir(root, previous, seed)
+    config.init_from_fresh = tuple(row.fresh)
+    config.optim.frozen = tuple(row.frozen)
+    return config
+
+
+def dependency(row: Row) -> str:
+    """The row this one needs trained first (its CRF's or its previous stage's), or ''."""
+    return row.crf_of or row.starts_from
+
+
 def cell_workdir(root: str, row: Row, seed: int) -> str:
     """ROOT/<row>/seed_<seed>: one run per (row, seed), each resuming on its own.
 
@@ -167,6 +225,11 @@ def row_settings(row: Row, resolved: ml_collections.ConfigDict) -> str:
     fields = ", ".join(f"{key}={tuple(value) if isinstance(value, (list, tuple)) else value}"
                        for key, value in (block.items() if block is not None else ()))
     weighting = resolved.optim.class_weighting
+    stage = ""
+    if row.starts_from:
+        stage = (f"; from {row.starts_from}'s checkpoint, "
+                 + (f"frozen {', '.join(row.frozen)}, " if row.frozen else "all trained, ")
+                 + f"{resolved.num_train_steps} more steps")
     return (f"OS{model.output_stride}, aux {model.aux_loss_weight:g}"
             + (f", class weights {weighting}" if weighting != "none" else "")
-            + (f"; {fields}" if fields else ""))
+            + stage + (f"; {fields}" if fields else ""))

@@ -177,15 +177,18 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     setup_logging()
     seeds = seeds_lib.parse_seeds(args.seeds)
     rows = [row for row in protocol.ROWS if not args.rows or row.name in args.rows]
-    rows.sort(key=lambda row: bool(row.crf_of))  # a CRF row after the rows it evaluates
+    # A CRF row after the rows it evaluates; a staged row after its previous stage
+    # (`protocol.ROWS` lists stages in order).
+    rows.sort(key=lambda row: bool(row.crf_of))
     unknown = set(args.rows or ()) - {row.name for row in protocol.ROWS}
     if unknown:
         raise errors.ConfigError(f"--rows: unknown rows {sorted(unknown)}; the rows are "
-                         f"{[row.name for row in protocol.ROWS]}.")
+                                 f"{[row.name for row in protocol.ROWS]}.")
     for row in rows:
-        if row.crf_of and row.crf_of not in {other.name for other in rows}:
-            raise errors.ConfigError(f"--rows: row {row.name!r} needs row {row.crf_of!r} in "
-                             "--rows (its trained checkpoints).")
+        needed = protocol.dependency(row)
+        if needed and needed not in {other.name for other in rows}:
+            raise errors.ConfigError(f"--rows: row {row.name!r} needs row {needed!r} in "
+                                     "--rows (its trained checkpoints).")
     configs = {}
     for row in rows:  # every row's config is checked before anything trains
         config = protocol.row_config(row, args.setting)
@@ -201,7 +204,8 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     profiles: dict[str, dict[str, Any]] = {}
     for seed in seeds:
         for row in rows:
-            config = protocol.seeded(configs[row.name], seed)
+            config = protocol.staged(protocol.seeded(configs[row.name], seed), row,
+                                     args.workdir, seed)
             workdir = protocol.cell_workdir(args.workdir, row, seed)
             cell = (measure_crf if row.crf_of else measure)(config, workdir)
             results["cells"].append({"name": row.name, "seed": seed, **cell})
