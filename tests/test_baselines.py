@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deeplab_jax import errors
 from experiments.baselines import protocol, run
 
 CAMVID = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "camvid")
@@ -65,3 +66,31 @@ def test_the_comparison_runs_end_to_end(tmp_path):
     assert "Seeds: 0, 1; runs done: 8" in table
     picture = np.asarray(Image.open(output / "predictions.png"))
     assert picture.shape[1] > 5 * picture.shape[0] // 2  # image, truth and three models
+
+
+@pytest.mark.slow
+@needs_camvid
+def test_a_staged_row_starts_from_its_front_end_and_keeps_it_frozen(tmp_path):
+    """Yu and Koltun's stage 2 in the protocol: the context module on the Dilation front
+    end's checkpoint of the same seed, the front end bit-identical after training."""
+    from flax import traverse_util
+    from deeplab_jax.inference.restore import restore_model
+    results = run.main(["--setting=tiny", f"--workdir={tmp_path / 'runs'}",
+                        f"--output_dir={tmp_path / 'out'}", "--rows=Dilation front end,"
+                        "Context module (staged)", "--profile_steps=1", "--num_pictures=1",
+                        f"--camvid_dir={CAMVID}"])
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["Dilation front end", "Context module (staged)"]
+    assert "from Dilation front end's checkpoint, frozen conv*" in results["rows"][1]["settings"]
+    rows = {row.name: row for row in protocol.ROWS}
+    front, module = (restore_model(protocol.row_config(rows[name], "tiny"),
+                                   protocol.cell_workdir(str(tmp_path / "runs"), rows[name], 0))
+                     for name in names)
+    before = traverse_util.flatten_dict(front.variables["params"], sep="/")
+    after = traverse_util.flatten_dict(module.variables["params"], sep="/")
+    assert set(before) < set(after)
+    for path, value in before.items():
+        np.testing.assert_array_equal(np.asarray(after[path]), np.asarray(value), path)
+    with pytest.raises(errors.ConfigError, match="needs row 'Dilation front end'"):
+        run.main(["--setting=tiny", f"--workdir={tmp_path / 'runs'}",
+                  f"--output_dir={tmp_path / 'out'}", "--rows=Context module (staged)"])
