@@ -126,7 +126,7 @@ ROWS = (
          ("model.context_module.dropout_rate", 0.0)),
         starts_from="Dilation front end", fresh=("context/*",),
         frozen=("conv*", "fc6/*", "fc7/*", "final/*")),
-    Row("Context module (staged, then jointly)", "context_module", 8,
+    Row("Context module (staged + joint)", "context_module", 8,
         "stage 3: front end and module fine-tuned together",
         (("model.context_module.front_end", "dilation"), ("model.output_stride", 8)),
         starts_from="Context module (staged)"),
