@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from deeplab_jax.evaluation import crf
+from experiments.crf_agreement import run as crf_agreement
 
 dcrf = pytest.importorskip("pydensecrf.densecrf")
 
@@ -34,19 +35,6 @@ def _scene(height, width, classes=3, seed=0):
     return image, np.asarray(jax.nn.softmax(jnp.asarray(logits), -1), np.float32)
 
 
-def _pydensecrf(image, probabilities, params):
-    height, width, classes = probabilities.shape
-    model = dcrf.DenseCRF2D(width, height, classes)
-    model.setUnaryEnergy(np.ascontiguousarray(
-        -np.log(np.clip(probabilities, crf.EPSILON, 1)).reshape(-1, classes).T))
-    model.addPairwiseGaussian(sxy=params.gaussian_xy_std, compat=params.gaussian_weight)
-    model.addPairwiseBilateral(sxy=params.bilateral_xy_std, srgb=params.bilateral_rgb_std,
-                               rgbim=np.ascontiguousarray(image),
-                               compat=params.bilateral_weight)
-    q = np.array(model.inference(params.iterations))
-    return q.reshape(classes, height, width).transpose(1, 2, 0)
-
-
 def _ours(image, probabilities, params):
     return np.asarray(crf.mean_field(jnp.asarray(probabilities)[None],
                                      jnp.asarray(image, jnp.float32)[None], params=params))[0]
@@ -60,7 +48,7 @@ def _ours(image, probabilities, params):
 ], ids=["wide_colour", "deeplab_quarter"])
 def test_mean_field_agrees_with_pydensecrf(size, params):
     image, probabilities = _scene(*size)
-    theirs = _pydensecrf(image, probabilities, params)
+    theirs = crf_agreement.pydensecrf_q(image, probabilities, params)
     ours = _ours(image, probabilities, params)
     error = np.abs(ours - theirs).mean()
     assert error < TOLERANCE["mean"], error
@@ -80,6 +68,7 @@ def test_on_a_real_road_scene_the_lattice_is_within_two_percent_of_the_exact_mea
     images, probabilities = _camvid_val(90, 120)
     params = crf.CRFParams(bilateral_xy_std=67.0 / 4, gaussian_xy_std=1.0 / 4)
     image, probabilities = np.asarray(images[0]).astype(np.uint8), np.asarray(probabilities[0])
-    theirs, ours = _pydensecrf(image, probabilities, params), _ours(image, probabilities, params)
+    theirs = crf_agreement.pydensecrf_q(image, probabilities, params)
+    ours = _ours(image, probabilities, params)
     assert np.abs(ours - theirs).mean() < 0.005
     assert (ours.argmax(-1) == theirs.argmax(-1)).mean() >= 0.98
