@@ -25,6 +25,10 @@ def test_every_row_resolves_under_the_cpu_setting():
         own = dict(row.overrides)
         assert optim.pop("class_weighting") == own.get("optim.class_weighting", "none"), row.name
         optim.pop("class_weights")
+        # So is the learning rate of the VGG-16 rows (no BatchNorm: 0.1 diverges), and a
+        # staged row's frozen parameters (`protocol.staged`).
+        assert optim.pop("base_learning_rate") == own.get("optim.base_learning_rate", 0.1)
+        optim.pop("frozen")
         common = (config.model.depth, config.model.width, config.num_train_steps,
                   config.data.batch_size, tuple(config.data.crop_size), config.seed,
                   optim, config.data.min_scale, config.data.max_scale)

@@ -69,6 +69,9 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{row['miou_without']:.4f} | {change['difference']:+.4f} "
                          f"({change['low']:+.4f} to {change['high']:+.4f}) | "
                          f"{row['crf_ms_per_image']:.1f} | {row['settings']} |")
+    if results.get("diverged"):  # under the protocol's schedule: a result, not a crash
+        lines += [""] + [f"- **Diverged**: {entry['name']} (seed {entry['seed']}): "
+                         f"{entry['message']}." for entry in results["diverged"]]
     class_names = results["class_names"]
     lines += ["", "Per-class IoU, mean over seeds:", "",
               "| model | " + " | ".join(class_names) + " |",

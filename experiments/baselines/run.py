@@ -21,6 +21,7 @@ each seed with the dense CRF after the network, and times the CRF per image.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import statistics
@@ -40,6 +41,7 @@ from deeplab_jax.data import datasets
 from deeplab_jax.evaluation import crf, evaluate
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
+from deeplab_jax.training import nonfinite
 from experiments import seeds as seeds_lib
 from experiments.baselines import protocol, report
 
@@ -198,7 +200,8 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
     results = {"command": f"{PROGRAM} {shlex.join(argv)}", "setting": args.setting,
                "seeds": seeds, "class_names": list(class_names),
                "shared": {**protocol.SETTINGS[args.setting]}, "commit": commit(),
-               "machine": machine.describe(), "cells": [], "rows": [], "crf_rows": []}
+               "machine": machine.describe(), "cells": [], "rows": [], "crf_rows": [],
+               "diverged": []}
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.time()
     profiles: dict[str, dict[str, Any]] = {}
@@ -207,7 +210,19 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
             config = protocol.staged(protocol.seeded(configs[row.name], seed), row,
                                      args.workdir, seed)
             workdir = protocol.cell_workdir(args.workdir, row, seed)
-            cell = (measure_crf if row.crf_of else measure)(config, workdir)
+            needed = protocol.dependency(row)
+            if any(entry["name"] == needed and entry["seed"] == seed
+                   for entry in results["diverged"]):
+                continue  # what it starts from or evaluates never finished
+            try:
+                cell = (measure_crf if row.crf_of else measure)(config, workdir)
+            except nonfinite.NonFiniteTrainingError as error:
+                # A model that diverges under the protocol is a result: recorded, not fatal.
+                logging.warning("%s (seed %d) diverged: %s", row.name, seed, error)
+                results["diverged"].append({"name": row.name, "seed": seed,
+                                            "message": str(error).split(" (config.")[0]})
+                report.write(results, args.output_dir)
+                continue
             results["cells"].append({"name": row.name, "seed": seed, **cell})
             if row.name not in profiles:
                 profiles[row.name] = profile(row, config, args.profile_steps)
