@@ -3,6 +3,7 @@ parameters and their BN statistics bit-identical after training, no optimizer st
 them, a stage started from the previous stage's weights by name."""
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,22 +35,36 @@ def test_patterns_name_parameters_by_glob_and_a_typo_is_refused():
         freeze.check_patterns(params, ("backbnoe/*",))
 
 
+class _TwoNorms(nn.Module):
+    """BatchNorm both ways the models use it: `use_running_average` given at construction
+    (the heads) and at the call (the ResNet's units), one inside a submodule."""
+
+    @nn.compact
+    def __call__(self, x, train):
+        x = nn.BatchNorm(use_running_average=not train, name="head_norm")(nn.Dense(4)(x))
+        unit = nn.Sequential([nn.Dense(4)], name="unit")
+        return nn.BatchNorm(name="unit_norm")(unit(x), use_running_average=not train)
+
+
 def test_a_frozen_batch_norm_runs_as_in_evaluation():
-    """Everything frozen: the model in training mode is the model in evaluation mode, and
-    no statistic moves."""
-    config = config_lib.resolve_config(tiny.get_config())
-    model = models.get_model(config.model, num_classes=3)
-    images = jax.random.uniform(jax.random.key(0), (2, 33, 33, 3), maxval=255.0)
-    variables = model.init(jax.random.key(1), images, train=False)
+    """Every BatchNorm frozen: training mode is evaluation mode, and no statistic moves."""
+    model = _TwoNorms()
+    x = jax.random.normal(jax.random.key(0), (6, 3))
+    variables = model.init(jax.random.key(1), x, train=False)
     # Statistics away from their initial 0/1, so that using them is visible.
-    variables["batch_stats"] = jax.tree.map(lambda x: x + 0.3, variables["batch_stats"])
-    with freeze.frozen_batch_norm(("*",)):
-        trained, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-    evaluated = model.apply(variables, images, train=False)
-    np.testing.assert_array_equal(np.asarray(trained), np.asarray(evaluated))
+    variables["batch_stats"] = jax.tree.map(lambda v: v + 0.3, variables["batch_stats"])
+    with freeze.frozen_batch_norm(("*_norm/*",)):
+        trained, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_array_equal(np.asarray(trained),
+                                  np.asarray(model.apply(variables, x, train=False)))
     assert _flat(updates["batch_stats"]).keys() == _flat(variables["batch_stats"]).keys()
     for path, value in _flat(updates["batch_stats"]).items():
         np.testing.assert_array_equal(value, _flat(variables["batch_stats"])[path], path)
+    with freeze.frozen_batch_norm(("unit_norm/*",)):  # only that one: the other learns
+        _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    moved = {path for path, value in _flat(updates["batch_stats"]).items()
+             if not np.array_equal(value, _flat(variables["batch_stats"])[path])}
+    assert moved == {"head_norm/mean", "head_norm/var"}
 
 
 def _run(workdir, architecture="deeplabv3", steps=2, **fields):

@@ -188,6 +188,7 @@ def test_at_initialisation_deconvolution_and_bilinear_models_agree():
         rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # 13-23 s on 2 busy cores; tests/test_heads.py's check covers it too
 def test_every_parameter_gets_a_finite_nonzero_gradient_of_the_cross_entropy():
     model = _model()
     images = _images((33, 33))

@@ -174,6 +174,7 @@ def test_chained_residual_pooling_pools_then_convolves_in_a_chain():
 QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
+@pytest.mark.slow  # 13-34 s on 2 busy cores; tests/test_heads.py's check covers it too
 def test_every_parameter_gets_a_finite_nonzero_gradient():
     model = refinenet.build(_config().model, 5)
     rng = np.random.default_rng(0)

@@ -364,6 +364,7 @@ GRADIENT_CHECKS = [pytest.param(*VGG_MODELS[0], id=VGG_MODEL_IDS[0]),
                    pytest.param(*VGG_MODELS[2], id=VGG_MODEL_IDS[2])]
 
 
+@pytest.mark.slow  # 13-18 s each on 2 busy cores; tests/test_heads.py's check covers them too
 @pytest.mark.parametrize("name,fields", GRADIENT_CHECKS)
 def test_every_parameter_gets_a_finite_gradient(name, fields):
     """A training step's gradient (dropout on) reaches every parameter and is finite."""
