@@ -6,7 +6,9 @@ its message names the file or field, the value, and the fix. The command lines r
 `main` under `run_command`, which prints a `UserError` (and the operating system's own
 missing-file and permission errors) as `PROGRAM: error: MESSAGE` on stderr and exits with
 status 1, without a traceback; `--verbose` on the command line, or DEEPLAB_JAX_VERBOSE=1,
-shows the traceback as well. Any other exception is a bug of ours and keeps its traceback.
+shows the traceback as well. A run stopped by SIGTERM (`Preempted`, after its checkpoint)
+exits with EXIT_PREEMPTED (75) after one line saying so, so that an experiment runner that
+trains many runs stops too. Any other exception is a bug of ours and keeps its traceback.
 
 Each class also derives from the built-in exception its callers caught before it existed
 (`ValueError`, `FileNotFoundError`), so `except ValueError` still catches a bad value.
@@ -19,6 +21,9 @@ import traceback
 from typing import Callable, NoReturn
 
 EXIT_USER_ERROR = 1  # the status of every error, as before: 0 finished, 75 preempted
+# After a preemption checkpoint: EX_TEMPFAIL, "temporary failure, retry", distinct from
+# success (0, the run finished) and from errors (1).
+EXIT_PREEMPTED = 75
 VERBOSE_FLAG = "--verbose"
 VERBOSE_ENVIRONMENT = "DEEPLAB_JAX_VERBOSE"
 # Raised by the operating system for paths the user gave: shown as user errors too.
@@ -45,6 +50,16 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that does not fit the config, or a workdir without one."""
 
 
+class Preempted(Exception):
+    """Training stopped at `step` after SIGTERM; the checkpoint of `step` is complete
+    (`training/preemption.py`). Not an error: rerunning the same command continues."""
+
+    def __init__(self, step: int):
+        super().__init__(f"Preempted: the checkpoint at step {step} is complete; run the same "
+                         "command again to continue from it.")
+        self.step = step
+
+
 def verbose_requested(argv: list[str]) -> bool:
     return VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENVIRONMENT, "") not in ("", "0")
 
@@ -65,6 +80,9 @@ def run_command(main: Callable[[], object], program: str) -> NoReturn:
             traceback.print_exc()
         print(describe(error, program, verbose=verbose), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except Preempted as stop:
+        print(f"{program}: {stop} Exit status {EXIT_PREEMPTED}.", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
     sys.exit(status if isinstance(status, int) else 0)
 
 

@@ -22,10 +22,8 @@ Exit status: 0 when the run finished, EXIT_PREEMPTED (75) after a SIGTERM or pre
 notice once the checkpoint of the current step is complete (rerun the same command to
 continue), 1 on errors.
 """
-import logging
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from deeplab_jax import config_lib, errors, train
@@ -61,11 +59,7 @@ def main(argv):
         auto_detect=FLAGS.distributed,
         heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
     if FLAGS.mode == "train":
-        try:
-            train.train_and_evaluate(config, FLAGS.workdir)
-        except preemption.Preempted as stop:
-            logging.warning("%s Exit status %d.", stop, preemption.EXIT_PREEMPTED)
-            sys.exit(preemption.EXIT_PREEMPTED)
+        train.train_and_evaluate(config, FLAGS.workdir)  # Preempted: errors.run_app, 75
     else:
         train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step)
 

@@ -78,6 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         experiment.finish()
         if config.num_train_steps > start_step:
             progress.write_timing(workdir, config.num_train_steps)
+        if watcher.signalled():  # after the last step: everything is saved; stop the caller
+            experiment.stop_preempted(int(state.step))
     return results
 
 

@@ -213,3 +213,27 @@ def test_sigterm_during_an_evaluation_is_acted_on_when_it_ends(tmp_path, monkeyp
     record = json.load(open(os.path.join(workdir, "eval", "val_step00000002_os8.json")))
     assert record["num_images"] == 10  # the interrupted evaluation completed
     assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]
+
+
+@pytest.mark.slow  # a 2-step training run, then its re-evaluation with a signal (under 15 s)
+def test_sigterm_after_the_last_step_stops_the_caller_once_the_results_are_written(
+        tmp_path, monkeypatch):
+    """A runner that trains run after run (experiments/*/run.py) must stop on SIGTERM even
+    when it arrives while a finished run is re-evaluated: no training step is left to save,
+    so the results are written and `Preempted` is raised at the finished step."""
+    config = _config(num_train_steps=2)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir)
+    evaluate = evaluate_lib.evaluate
+    eval_file = os.path.join(workdir, "eval", "val_step00000002_os8.json")
+    os.remove(eval_file)
+
+    def evaluate_during_a_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_lib, "evaluate", evaluate_during_a_sigterm)
+    with pytest.raises(preemption.Preempted) as stopped:
+        train.train_and_evaluate(config, workdir)
+    assert stopped.value.step == 2
+    assert json.load(open(eval_file))["num_images"] == 10  # written before it stopped

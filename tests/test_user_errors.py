@@ -149,6 +149,17 @@ def test_a_bug_keeps_its_traceback():
     assert "program: error:" not in completed.stderr
 
 
+def test_a_preempted_run_stops_its_command_with_status_75_and_one_line():
+    # A runner of many runs (experiments/*/run.py) stops as `deeplab_jax.main` does.
+    completed = run("-c", "from deeplab_jax import errors\n"
+                          "def main(): raise errors.Preempted(7)\n"
+                          "errors.run_command(main, 'program')")
+    assert completed.returncode == errors.EXIT_PREEMPTED == 75
+    assert completed.stderr.strip() == (
+        "program: Preempted: the checkpoint at step 7 is complete; run the same command "
+        "again to continue from it. Exit status 75.")
+
+
 def test_the_operating_systems_own_file_errors_name_the_path_and_the_fix(tmp_path):
     missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "x.png"))
     assert errors.describe(missing, "p") == (

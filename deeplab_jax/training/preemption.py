@@ -17,7 +17,10 @@ steps, and on True saves a checkpoint at that step, waits for it and stops
 
 A SIGTERM that arrives during an evaluation is acted on after it: the evaluation runs to
 its end, its results are written, then the next training step is saved and the run stops
-(tests/test_faults.py sends one mid-evaluation).
+(tests/test_faults.py sends one mid-evaluation). One that arrives after the last step (in
+the final evaluation, or while a finished run is re-evaluated) stops the run with
+`Preempted` once its results are written, so an experiment runner that trains one run
+after another stops as well instead of going on to the next.
 """
 from __future__ import annotations
 
@@ -29,18 +32,7 @@ from typing import Optional
 import jax
 from jax.experimental import multihost_utils
 
-# The command line's exit status after a preemption checkpoint: EX_TEMPFAIL, "temporary
-# failure, retry", distinct from success (0, the run finished) and from errors (1).
-EXIT_PREEMPTED = 75
-
-
-class Preempted(Exception):
-    """Training stopped at `step` after SIGTERM; the checkpoint of `step` is complete."""
-
-    def __init__(self, step: int):
-        super().__init__(f"Preempted: the checkpoint at step {step} is complete; run the same "
-                         "command again to continue from it.")
-        self.step = step
+from deeplab_jax.errors import EXIT_PREEMPTED, Preempted  # pylint: disable=unused-import
 
 
 class Watcher:
@@ -84,6 +76,10 @@ class Watcher:
     def request(self) -> None:
         """What the SIGTERM handler does (single process); for tests and embedding code."""
         self._requested.set()
+
+    def signalled(self) -> bool:
+        """Whether a SIGTERM arrived (single process; JAX's service answers only `reached`)."""
+        return self.mode == "signal" and self._requested.is_set()
 
     def reached(self, step: int) -> bool:
         """True when the loop must save a checkpoint at `step` (steps completed) and stop.

@@ -83,7 +83,7 @@ def markdown(table: Table, results: dict[str, Any]) -> str:
              f"Setting `{results['setting']}`; command: `{results['command']}`  ",
              f"Commit: `{results['commit']}`  ",
              f"Machine: {machine.summary(results['machine'])}  ",
-             f"Seeds done: {', '.join(map(str, seeds_done)) or 'none'} (of "
+             f"Seeds done: {', '.join(map(str, seeds_done)) or 'none'} (asked for: "
              f"{', '.join(map(str, results['seeds']))}); training wall time summed over the "
              f"runs' `timing.json`: {format_duration(wall)}  ",
              "Depths: " + ", ".join(f"the paper's ResNet-{paper_depth} is depth {ours_depth} "
