@@ -109,6 +109,10 @@ def test_the_report_puts_our_means_beside_the_papers_and_separates_only_real_gap
     saved = json.loads((tmp_path / "out" / "table_2.json").read_text())
     assert saved["layout"]["cells"][0][0] == "r50_block4_os16_mg111"
     assert (tmp_path / "out" / "table_2.md").read_text() == text
+    # With one seed a gap is separated over the images only, and the table says so.
+    one_seed = report.markdown(tables.TABLE2, {**results, "runs": [run for run in runs
+                                                                   if run["seed"] == 0]})
+    assert "separated over the images only" in one_seed and "**separated**" not in one_seed
 
 
 def test_unknown_tables_and_a_missing_checkpoint_are_refused(tmp_path):

@@ -41,7 +41,7 @@ def summarize(table: Table, results: dict[str, Any]) -> dict[str, Any]:
             difference = seeds_lib.difference(cells[a.key]["files"], cells[b.key]["files"])
             pairs.append({"higher": b.label, "lower": a.label,
                           **{key: difference[key] for key in ("difference", "low", "high",
-                                                              "separated")}})
+                                                              "separated", "seeds")}})
     return {"cells": cells, "comparisons": pairs}
 
 
