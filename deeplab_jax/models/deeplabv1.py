@@ -49,7 +49,6 @@ import ml_collections
 
 from deeplab_jax.errors import ConfigError
 from deeplab_jax.models import vgg
-from deeplab_jax.models.atrous import AtrousConv
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
 
@@ -125,13 +124,10 @@ class DeepLabV1(nn.Module):
         nn.share_scope(self, encoder)  # conv1_1 ... conv5_3 beside fc6, as the prototxt's
         x, _ = encoder(normalize_pixels(images).astype(self.dtype), train=train)
         x = nn.avg_pool(x, (3, 3), strides=(1, 1), padding="SAME")  # pool5a
-        fc6 = AtrousConv(self.fc_channels, self.fc6_kernel_size, rate=self.fc6_rate,
-                         padding="SAME", dtype=self.dtype, kernel_init=vgg.HE_INIT,
-                         impl=self.atrous_impl, name="fc6")
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(fc6(x)))
-        fc7 = nn.Conv(self.fc_channels, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
-                      kernel_init=vgg.HE_INIT, name="fc7")
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(fc7(x)))
+        x = vgg.fully_connected_as_convolutions(
+            x, channels=self.fc_channels, fc6_kernel_size=self.fc6_kernel_size,
+            fc6_rate=self.fc6_rate, dropout_rate=self.dropout_rate, train=train,
+            atrous_impl=self.atrous_impl, dtype=self.dtype)
         logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
                          kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
                          name="fc8")(x)

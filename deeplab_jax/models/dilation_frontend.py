@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from deeplab_jax.models import vgg
-from deeplab_jax.models.atrous import AtrousConv
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.models.segmenter import compute_dtype, normalize_pixels
 
@@ -102,13 +101,10 @@ class DilationFrontEnd(nn.Module):
                             atrous_impl=self.atrous_impl, dtype=self.dtype)
         nn.share_scope(self, encoder)  # conv1_1 ... conv5_3 beside fc6, as the reference's
         x, _ = encoder(normalize_pixels(images).astype(self.dtype), train=train)
-        fc6 = AtrousConv(self.fc_channels, FC6_KERNEL_SIZE, rate=FC6_RATE, padding="SAME",
-                         dtype=self.dtype, kernel_init=vgg.HE_INIT, impl=self.atrous_impl,
-                         name="fc6")
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(fc6(x)))
-        fc7 = nn.Conv(self.fc_channels, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
-                      kernel_init=vgg.HE_INIT, name="fc7")
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(fc7(x)))
+        x = vgg.fully_connected_as_convolutions(
+            x, channels=self.fc_channels, fc6_kernel_size=FC6_KERNEL_SIZE, fc6_rate=FC6_RATE,
+            dropout_rate=self.dropout_rate, train=train, atrous_impl=self.atrous_impl,
+            dtype=self.dtype)
         scores = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
                          kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
                          name="final")(x)

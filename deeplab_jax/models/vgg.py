@@ -124,6 +124,24 @@ def check_config(config: ml_collections.ConfigDict, name: str, model: str) -> No
                           f"of {ATROUS_IMPLS}; set one of them (xla is the default).")
 
 
+def fully_connected_as_convolutions(x: jax.Array, *, channels: int, fc6_kernel_size: int,
+                                    fc6_rate: int, dropout_rate: float, train: bool,
+                                    atrous_impl: str, dtype: Any) -> jax.Array:
+    """VGG-16's fc6 and fc7 as convolutions, each with ReLU and Caffe's dropout (element-wise,
+    in training only): fc6 a `fc6_kernel_size` square kernel at dilation `fc6_rate`, fc7 1x1,
+    both `channels` wide and He-initialised. DeepLab v1 (LargeFOV: 3x3 at 12, 1024) and the
+    Dilation front end (7x7 at 4, 4096) differ only in those numbers.
+
+    Called from a model's compact method: the layers are that model's, named fc6 and fc7.
+    """
+    fc6 = AtrousConv(channels, fc6_kernel_size, rate=fc6_rate, padding="SAME", dtype=dtype,
+                     kernel_init=HE_INIT, impl=atrous_impl, name="fc6")
+    x = nn.Dropout(dropout_rate, deterministic=not train)(nn.relu(fc6(x)))
+    fc7 = nn.Conv(channels, (1, 1), dtype=dtype, param_dtype=jnp.float32, kernel_init=HE_INIT,
+                  name="fc7")
+    return nn.Dropout(dropout_rate, deterministic=not train)(nn.relu(fc7(x)))
+
+
 class PoolIndices(NamedTuple):
     """What SegNet's decoder needs to undo a 2x2 pooling: the argmax and the size before."""
 
