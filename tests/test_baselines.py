@@ -72,6 +72,31 @@ def test_the_comparison_runs_end_to_end(tmp_path):
     assert "Seeds: 0, 1; runs done: 8" in table
     picture = np.asarray(Image.open(output / "predictions.png"))
     assert picture.shape[1] > 5 * picture.shape[0] // 2  # image, truth and three models
+    # A third seed asked for with --only_trained: the table of the first two, seed 2 listed.
+    again = run.main(["--setting=tiny", f"--workdir={tmp_path / 'runs'}",
+                      f"--output_dir={tmp_path / 'again'}", "--rows=PSPNet,DeepLab v2,"
+                      "DeepLab v2 + CRF", "--profile_steps=1", "--num_pictures=1",
+                      f"--camvid_dir={CAMVID}", "--seeds=0,1,2", "--only_trained"])
+    assert [(cell["name"], cell["seed"]) for cell in again["cells"]] == [
+        (name, seed) for seed in (0, 1) for name in ("PSPNet", "DeepLab v2", "DeepLab v2 + CRF")]
+    assert again["not_trained"] == [{"name": name, "seed": 2} for name in (
+        "PSPNet", "DeepLab v2", "DeepLab v2 + CRF")]
+    assert not (tmp_path / "runs" / "PSPNet" / "seed_2").exists()
+    assert again["rows"][0]["miou"]["per_seed"] == results["rows"][0]["miou"]["per_seed"]
+    assert "Not yet trained" in (tmp_path / "again" / "results.md").read_text()
+
+
+@needs_camvid
+def test_only_trained_trains_nothing_and_lists_what_is_left(tmp_path):
+    results = run.main(["--setting=tiny", f"--workdir={tmp_path / 'runs'}",
+                        f"--output_dir={tmp_path / 'out'}", "--rows=FCN-8s,U-Net",
+                        "--seeds=0,1", f"--camvid_dir={CAMVID}", "--only_trained"])
+    assert results["cells"] == [] and results["rows"] == []
+    assert [(entry["name"], entry["seed"]) for entry in results["not_trained"]] == [
+        ("FCN-8s", 0), ("U-Net", 0), ("FCN-8s", 1), ("U-Net", 1)]
+    assert not (tmp_path / "runs").exists()
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(saved["not_trained"]) == 4
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import ml_collections
 
 from configs import camvid
 from deeplab_jax import config_lib, models
+from deeplab_jax.evaluation import outputs
 
 # Shared by every row of a setting: dotted config field -> value.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -229,6 +230,14 @@ def cell_workdir(root: str, row: Row, seed: int) -> str:
     A CRF row trains nothing: its cells are those of the row it evaluates."""
     name = row.crf_of or row.name
     return os.path.join(root, name.replace(" ", "_").replace("+", "plus"), f"seed_{seed}")
+
+
+def finished(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    """Whether the run in `workdir` has evaluated its last step (its training is over)."""
+    name = outputs.evaluation_name(config.data.eval_split, config.num_train_steps,
+                                   output_stride=config.eval.output_stride,
+                                   scales=config.eval.scales, flip=config.eval.flip)
+    return os.path.exists(os.path.join(workdir, "eval", name + ".json"))
 
 
 def row_settings(row: Row, resolved: ml_collections.ConfigDict) -> str:

@@ -72,6 +72,10 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("diverged"):  # under the protocol's schedule: a result, not a crash
         lines += [""] + [f"- **Diverged**: {entry['name']} (seed {entry['seed']}): "
                          f"{entry['message']}." for entry in results["diverged"]]
+    if results.get("not_trained"):  # --only_trained: the cells still to train
+        lines += ["", "- **Not yet trained** (this table leaves them out): " + ", ".join(
+            f"{entry['name']} (seed {entry['seed']})" for entry in results["not_trained"])
+            + "."]
     class_names = results["class_names"]
     lines += ["", "Per-class IoU, mean over seeds:", "",
               "| model | " + " | ".join(class_names) + " |",

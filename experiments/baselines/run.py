@@ -2,7 +2,7 @@
 
     python -m experiments.baselines.run --setting=cpu_small --workdir=/tmp/baselines \
         --output_dir=experiments/baselines/cpu_small [--rows="DeepLabv3 OS16,PSPNet"] \
-        [--seeds=0,1,2]
+        [--seeds=0,1,2] [--only_trained]
 
 For each seed and each row of `protocol.ROWS` (seed by seed, so an interrupted table has
 every row at the first seeds) it trains `configs/camvid.py` from that seed in
@@ -16,7 +16,9 @@ seed's value, the 95% interval of the mean over the images, per-class IoU, which
 rows the intervals separate, the command, the commit and the machine), then
 `predictions.png`: the same val images predicted by every model (its first seed), beside
 the truth. A CRF row (`Row.crf_of`) trains nothing: it evaluates that row's checkpoint of
-each seed with the dense CRF after the network, and times the CRF per image.
+each seed with the dense CRF after the network, and times the CRF per image. With
+`--only_trained` it trains nothing: the cells whose runs have not finished are skipped and
+listed (`not_trained`), so a table can be written while its remaining cells train.
 """
 from __future__ import annotations
 
@@ -60,6 +62,10 @@ def define_flags(fv: flags.FlagValues) -> None:
                         "The CamVid folder (read with numpy and pillow).", **d)
     flags.DEFINE_list("rows", None, "Row names to run (default: all, in order).", **d)
     flags.DEFINE_list("seeds", ["0"], "Training seeds: each row is trained once per seed.", **d)
+    flags.DEFINE_bool("only_trained", False,
+                      "Train nothing: build the tables from the cells whose runs have finished "
+                      "(e.g. while another process trains the rest); the others are listed "
+                      "as not yet trained.", **d)
     flags.DEFINE_integer("profile_steps", 5, "Timed steps of each step profile.", **d)
     flags.DEFINE_integer("num_pictures", 4, "Val images in predictions.png.", **d)
     flags.mark_flags_as_required(["workdir", "output_dir"], flag_values=fv)
@@ -201,7 +207,7 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
                "seeds": seeds, "class_names": list(class_names),
                "shared": {**protocol.SETTINGS[args.setting]}, "commit": commit(),
                "machine": machine.describe(), "cells": [], "rows": [], "crf_rows": [],
-               "diverged": []}
+               "diverged": [], "not_trained": []}
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.time()
     profiles: dict[str, dict[str, Any]] = {}
@@ -214,6 +220,10 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
             if any(entry["name"] == needed and entry["seed"] == seed
                    for entry in results["diverged"]):
                 continue  # what it starts from or evaluates never finished
+            trained_by = configs[row.crf_of] if row.crf_of else config
+            if args.only_trained and not protocol.finished(trained_by, workdir):
+                results["not_trained"].append({"name": row.name, "seed": seed})
+                continue
             try:
                 cell = (measure_crf if row.crf_of else measure)(config, workdir)
             except nonfinite.NonFiniteTrainingError as error:
@@ -232,7 +242,9 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
                 {entry["name"]: entry["files"] for entry in results["rows"]})
             results["wall_seconds"] = round(time.time() - start, 1)
             report.write(results, args.output_dir)
-    report.write_predictions(results, configs, args.output_dir, args.num_pictures)
+    report.write(results, args.output_dir)  # with every cell left out (`not_trained`)
+    if results["rows"]:  # not when --only_trained found nothing trained
+        report.write_predictions(results, configs, args.output_dir, args.num_pictures)
     print(report.markdown(results))
     return results
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from absl import flags
 
 from deeplab_jax import errors, train
-from deeplab_jax.evaluation import comparison, outputs
+from deeplab_jax.evaluation import comparison
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
 from experiments import seeds as seeds_lib
@@ -41,14 +41,6 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.mark_flags_as_required(["workdir", "output"], flag_values=fv)
 
 
-def finished(config, workdir: str) -> bool:
-    """Whether the run in `workdir` has evaluated its last step (its training is over)."""
-    name = outputs.evaluation_name(config.data.eval_split, config.num_train_steps,
-                                   output_stride=config.eval.output_stride,
-                                   scales=config.eval.scales, flip=config.eval.flip)
-    return os.path.exists(os.path.join(workdir, "eval", name + ".json"))
-
-
 def evaluate(row: protocol.Row, workdir: str, camvid_dir: str, downsample: int) -> str:
     """The per-image file of `row`'s CRF evaluation of `workdir` at `downsample`."""
     config = protocol.row_config(row, "cpu_small")
@@ -64,7 +56,7 @@ def main(argv: Sequence[str]) -> list[dict[str, Any]]:
     for row in (row for row in protocol.ROWS if row.crf_of):
         for seed in seeds_lib.parse_seeds(args.seeds):
             workdir = protocol.cell_workdir(args.workdir, row, seed)
-            if not finished(protocol.row_config(row, "cpu_small"), workdir):
+            if not protocol.finished(protocol.row_config(row, "cpu_small"), workdir):
                 continue  # not trained yet, or still training
             exact, grid = (evaluate(row, workdir, args.camvid_dir, downsample)
                            for downsample in (1, args.downsample))
