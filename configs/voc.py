@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.num_workers = 8  # host threads decoding and padding examples (order unaffected)
     data.image_scale = 1.0  # < 1: resize the whole dataset once on the host (cheap CPU runs)
     data.resize_to_fit = config_dict.placeholder(tuple)  # (short, long max): keep-ratio resize
+    data.cache_mib = 0  # > 0: keep read examples in host memory up to this size (small datasets)
     data.train_split = "train_aug"  # 10,582 images: SBD train+val + VOC train - VOC val
     data.eval_split = "val"  # 1,449 images
     data.canvas_size = (513, 513)  # (h, w) every example is padded to (VOC images <= 500)

@@ -25,6 +25,7 @@ import ml_collections
 
 from deeplab_jax import errors
 from deeplab_jax.data import ade20k, camvid, cityscapes, custom, synthetic, voc
+from deeplab_jax.data.memory_cache import CachedSource
 from deeplab_jax.data.rescale import RescaledSource, ResizedToFit
 
 DATASETS: dict[str, Any] = {
@@ -93,7 +94,10 @@ def get_dataset(data_config: ml_collections.ConfigDict, split: str):
     if fit:  # (short_side, long_side_max): each image resized to fit, aspect ratio kept
         source = ResizedToFit(source, *fit)
     scale = data_config.get("image_scale", 1.0)
-    return source if scale == 1.0 else RescaledSource(source, scale)
+    if scale != 1.0:
+        source = RescaledSource(source, scale)
+    cache_mib = data_config.get("cache_mib", 0)
+    return CachedSource(source, cache_mib) if cache_mib else source
 
 
 def dataset_info(data_config: ml_collections.ConfigDict) -> dict[str, Any]:

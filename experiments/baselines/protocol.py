@@ -31,6 +31,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "cpu_small": {
         "data.image_scale": 0.25, "data.canvas_size": (97, 129), "data.crop_size": (65, 97),
         "data.batch_size": 8, "data.num_workers": 2,
+        # The split at 90x120 is 15 MiB: decoded and shrunk once, not every epoch
+        # (data/memory_cache.py; the same batches either way).
+        "data.cache_mib": 256,
         "model.depth": 14, "model.width": 16, "model.multi_grid": (1,),
         "optim.base_learning_rate": 0.1, "num_train_steps": 5000,
         "eval_every_steps": 2500, "checkpoint_every_steps": 2500, "log_every_steps": 250,

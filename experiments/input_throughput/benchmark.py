@@ -14,10 +14,15 @@ Datasets:
 - `camvid`: the real CamVid train split (360x480 JPEG + PNG) from `--camvid_dir`, read by
   `camvid.CamVidFolder`, and, when TensorFlow Datasets is installed, the same split prepared
   by our TFDS builder (array_record) and read by index.
+
+`--image_scale=0.25 --cache_mib=256` times the CPU protocol's CamVid instead (the whole split
+resized to 90x120 on the host, `rescale.py`), without and with the examples kept in memory
+(`memory_cache.py`; the cached rows are timed after one epoch has filled the cache).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -30,6 +35,8 @@ from PIL import Image
 
 from deeplab_jax.data import camvid, input_pipeline, voc
 from deeplab_jax.data import palettes
+from deeplab_jax.data.memory_cache import CachedSource
+from deeplab_jax.data.rescale import RescaledSource, rescaled_size
 from deeplab_jax.reporting.command_line import parse_flags
 from deeplab_jax.reporting.machine import cpu_description
 
@@ -94,6 +101,35 @@ def time_batches(source, canvas_size, workers: int, num_batches: int) -> dict:
             "ms_per_batch_of_16": round(1000 * seconds / num_batches, 1)}
 
 
+def _voc_and_camvid(args, scratch: str) -> list:
+    """The full-resolution sources: generated VOC-sized files, CamVid's folder and TFDS."""
+    voc_root = make_voc_like_folder(os.path.join(scratch, "voc"), args.voc_examples)
+    voc_source = voc.VocFolder(voc_root, "train")
+    voc_files = [os.path.join(voc_root, voc.VOC_DIR, "JPEGImages", f"{i}.jpg")
+                 for i in voc_source.ids]
+    sources = [("voc_like", "folder", voc_source, VOC_CANVAS,
+                f"{args.voc_examples} generated 500x375 JPEGs, mean "
+                f"{mean_file_kb(voc_files):.0f} KB")]
+    if os.path.isdir(args.camvid_dir):
+        camvid_source = camvid.CamVidFolder(args.camvid_dir, "train")
+        sources.append(("camvid", "folder", camvid_source, CAMVID_CANVAS,
+                        "real train split, 360x480 JPEG q95 + PNG"))
+        try:
+            from deeplab_jax.data import camvid_tfds, tfds_source
+        except ImportError as error:
+            print(f"TFDS path skipped: {error}")
+        else:
+            builder = camvid_tfds.prepare(data_dir=os.path.join(scratch, "tfds"),
+                                          manual_dir=args.camvid_dir)
+            sources.append(("camvid", "tfds", tfds_source.TfdsSource(
+                builder, "train", class_names=camvid.CLASS_NAMES,
+                palette=camvid_source.palette, ignore_label=camvid.IGNORE_LABEL),
+                CAMVID_CANVAS, "the same split prepared by camvid_tfds (array_record)"))
+    else:
+        print(f"CamVid skipped: no folder at {args.camvid_dir}")
+    return sources
+
+
 def define_flags(fv: flags.FlagValues) -> None:
     d = dict(flag_values=fv)
     flags.DEFINE_string("output_dir", None, "Where results.json and results.md go.", **d)
@@ -103,6 +139,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("voc_examples", 96, "VOC-sized examples generated.", **d)
     flags.DEFINE_integer("batches", 10, "Batches timed per row.", **d)
     flags.DEFINE_list("workers", ["1", "2"], "Thread counts.", **d)
+    flags.DEFINE_float("image_scale", 1.0, "< 1: CamVid only, resized by this factor.", **d)
+    flags.DEFINE_integer("cache_mib", 0, "> 0: CamVid also read through the cache.", **d)
     flags.mark_flag_as_required("output_dir", flag_values=fv)
 
 
@@ -112,30 +150,22 @@ def main(argv: Sequence[str]) -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        voc_root = make_voc_like_folder(os.path.join(scratch, "voc"), args.voc_examples)
-        voc_source = voc.VocFolder(voc_root, "train")
-        voc_files = [os.path.join(voc_root, voc.VOC_DIR, "JPEGImages", f"{i}.jpg")
-                     for i in voc_source.ids]
-        sources = [("voc_like", "folder", voc_source, VOC_CANVAS,
-                    f"{args.voc_examples} generated 500x375 JPEGs, mean "
-                    f"{mean_file_kb(voc_files):.0f} KB")]
-        if os.path.isdir(args.camvid_dir):
-            camvid_source = camvid.CamVidFolder(args.camvid_dir, "train")
-            sources.append(("camvid", "folder", camvid_source, CAMVID_CANVAS,
-                            "real train split, 360x480 JPEG q95 + PNG"))
-            try:
-                from deeplab_jax.data import camvid_tfds, tfds_source
-            except ImportError as error:
-                print(f"TFDS path skipped: {error}")
-            else:
-                builder = camvid_tfds.prepare(data_dir=os.path.join(scratch, "tfds"),
-                                              manual_dir=args.camvid_dir)
-                sources.append(("camvid", "tfds", tfds_source.TfdsSource(
-                    builder, "train", class_names=camvid.CLASS_NAMES,
-                    palette=camvid_source.palette, ignore_label=camvid.IGNORE_LABEL),
-                    CAMVID_CANVAS, "the same split prepared by camvid_tfds (array_record)"))
-        else:
-            print(f"CamVid skipped: no folder at {args.camvid_dir}")
+        sources = [] if args.image_scale != 1.0 else _voc_and_camvid(args, scratch)
+        if args.image_scale != 1.0 and os.path.isdir(args.camvid_dir):
+            scaled = RescaledSource(camvid.CamVidFolder(args.camvid_dir, "train"),
+                                    args.image_scale)
+            height, width = rescaled_size(360, 480, args.image_scale)
+            # The smallest 32k+1 canvas that holds it (the CPU protocol's 97x129 at 0.25).
+            canvas = tuple(32 * math.ceil(side / 32) + 1 for side in (height, width))
+            what = f"real train split resized to {height}x{width} on the host"
+            sources.append(("camvid", f"folder x{args.image_scale:g}", scaled, canvas, what))
+            if args.cache_mib:
+                cached = CachedSource(scaled, args.cache_mib)
+                for index in range(len(cached)):  # one epoch fills it
+                    cached[index]
+                sources.append(("camvid", f"folder x{args.image_scale:g}, cached", cached,
+                                canvas, f"{what}, kept in memory "
+                                f"({cached.cached_bytes / 2**20:.1f} MiB)"))
 
         for dataset, kind, source, canvas, what in sources:
             for count in workers:
