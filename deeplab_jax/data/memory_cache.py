@@ -4,9 +4,10 @@ once per epoch.
 `config.data.cache_mib = 256` wraps a split's source (after `rescale.py`'s resizing) in
 `CachedSource`: the first read of an example decodes it as before, later reads return the
 arrays kept from the first. CamVid read at a quarter of the resolution (the CPU protocol's
-`image_scale=0.25`) is 16 MB for its 367 training images, and decoding a 360x480 PNG pair and
-shrinking it costs about 4 ms an example on a 2-core machine: at the small models' 15-25
-steps a second (batch 8) that is most of a core, taken from the training step. The batches
+`image_scale=0.25`) is 15 MiB for its 367 training images, and decoding a 360x480 pair and
+shrinking it costs about 3.3 ms an example (one thread of a 2-core Zen 4,
+`experiments/input_throughput`): at the small models' 15-25 steps a second (batch 8), half a
+core or more, taken from the training step. The batches
 are the same with the cache and without it (`tests/test_memory_cache.py`): a kept example is
 the first read's arrays, made read-only so that nothing downstream can change them.
 
