@@ -70,11 +70,14 @@ def summarize(files: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
             "per_class_iou": [None if np.isnan(v) else float(v) for v in mean_per_class]}
 
 
-def difference(files_a: Sequence[str], files_b: Sequence[str]) -> dict[str, Any]:
+def difference(files_a: Sequence[str], files_b: Sequence[str], *,
+               paired_seeds: bool = False) -> dict[str, Any]:
     """Cell B's mean mIoU over its seeds minus cell A's, with the two-level interval.
 
     Args:
       files_a, files_b: each cell's per-image files, one per seed (the same images in all).
+      paired_seeds: file i of B evaluates the network of file i of A (a CRF row and its
+        row): `intervals.rows_difference`.
 
     Returns:
       {'difference', 'low', 'high', 'separated', 'method'} (`intervals.rows_difference`),
@@ -84,7 +87,7 @@ def difference(files_a: Sequence[str], files_b: Sequence[str]) -> dict[str, Any]
     stack_a, stack_b = _stack(files_a), _stack(files_b)
     comparison.check_same_images(per_image.load(files_a[0]), per_image.load(files_b[0]),
                                  (files_a[0], files_b[0]))
-    return {**intervals.rows_difference(stack_a, stack_b),
+    return {**intervals.rows_difference(stack_a, stack_b, paired_seeds=paired_seeds),
             "seeds": [len(files_a), len(files_b)]}
 
 

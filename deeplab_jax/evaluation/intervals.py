@@ -220,11 +220,15 @@ def seed_mean_interval(confusions: np.ndarray, *, name: str = "miou",
 
 def rows_difference(confusions_a: np.ndarray, confusions_b: np.ndarray, *,
                     name: str = "miou", num_resamples: int = NUM_RESAMPLES, seed: int = 0,
-                    level: float = LEVEL) -> dict[str, Any]:
+                    level: float = LEVEL, paired_seeds: bool = False) -> dict[str, Any]:
     """Row B's seed mean minus row A's, with a two-level bootstrap interval (module docstring).
 
     Args:
       confusions_a: [Sa, N, K, K]; confusions_b: [Sb, N, K, K], on the same N images.
+      paired_seeds: seed s of B is seed s of A evaluated otherwise (the same checkpoints with
+        and without the CRF, or at another eval stride): the seeds are resampled together,
+        so the spread between networks, which both rows share, cancels as the images' does.
+        Needs Sa == Sb, in the same seed order.
 
     Returns:
       {'difference', 'low', 'high', 'separated' (the interval excludes 0), 'method'}.
@@ -239,14 +243,21 @@ def rows_difference(confusions_a: np.ndarray, confusions_b: np.ndarray, *,
     rng = np.random.default_rng([seed, 2])
     columns = np.arange(num_resamples)
     picks_a = rng.integers(0, len(scores_a), (len(scores_a), num_resamples))
-    picks_b = rng.integers(0, len(scores_b), (len(scores_b), num_resamples))
+    if paired_seeds:
+        if len(scores_a) != len(scores_b):
+            raise ValueError(f"paired seeds need as many seeds in both rows: {len(scores_a)} "
+                             f"and {len(scores_b)}.")
+        picks_b = picks_a
+    else:
+        picks_b = rng.integers(0, len(scores_b), (len(scores_b), num_resamples))
     difference = (scores_b[picks_b, columns].mean(0) - scores_a[picks_a, columns].mean(0))
     observed = (np.mean([scores(c.sum(0))[name] for c in confusions_b])
                 - np.mean([scores(c.sum(0))[name] for c in confusions_a]))
     low, high = _bounds(difference, level)
     return {"difference": float(observed), "low": float(low), "high": float(high),
             "separated": bool(low > 0 or high < 0),
-            "method": _method(num_resamples, seed, level, over="images and seeds",
+            "method": _method(num_resamples, seed, level,
+                              over="images and seeds" + (" (paired)" if paired_seeds else ""),
                               seeds=[len(scores_a), len(scores_b)])}
 
 

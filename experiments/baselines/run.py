@@ -147,8 +147,9 @@ def summarize_rows(rows: Sequence[protocol.Row], configs: dict[str, Any],
         if row.crf_of:
             without = {cell["seed"]: cell for cell in cells if cell["name"] == row.crf_of}
             entry["miou_without"] = float(np.mean([without[c["seed"]]["miou"] for c in done]))
-            entry["change"] = seeds_lib.difference(
-                [without[c["seed"]]["per_image_file"] for c in done], entry["files"])
+            entry["change"] = seeds_lib.difference(  # the same networks: seeds paired
+                [without[c["seed"]]["per_image_file"] for c in done], entry["files"],
+                paired_seeds=True)
             with_crf.append(entry)
         else:
             trained.append(entry)
