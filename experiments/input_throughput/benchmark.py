@@ -140,7 +140,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("batches", 10, "Batches timed per row.", **d)
     flags.DEFINE_list("workers", ["1", "2"], "Thread counts.", **d)
     flags.DEFINE_float("image_scale", 1.0, "< 1: CamVid only, resized by this factor.", **d)
-    flags.DEFINE_integer("cache_mib", 0, "> 0: CamVid also read through the cache.", **d)
+    flags.DEFINE_integer("cache_mib", 0, "> 0, with --image_scale < 1: the scaled CamVid "
+                         "also read through the cache.", **d)
     flags.mark_flag_as_required("output_dir", flag_values=fv)
 
 
