@@ -243,7 +243,8 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
                 {entry["name"]: entry["files"] for entry in results["rows"]})
             results["wall_seconds"] = round(time.time() - start, 1)
             report.write(results, args.output_dir)
-    report.write(results, args.output_dir)  # with every cell left out (`not_trained`)
+    if results["not_trained"]:  # listed after the last cell that was written
+        report.write(results, args.output_dir)
     if results["rows"]:  # not when --only_trained found nothing trained
         report.write_predictions(results, configs, args.output_dir, args.num_pictures)
     print(report.markdown(results))

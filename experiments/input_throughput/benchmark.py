@@ -36,7 +36,7 @@ from PIL import Image
 from deeplab_jax.data import camvid, input_pipeline, voc
 from deeplab_jax.data import palettes
 from deeplab_jax.data.memory_cache import CachedSource
-from deeplab_jax.data.rescale import RescaledSource, rescaled_size
+from deeplab_jax.data.rescale import RescaledSource
 from deeplab_jax.reporting.command_line import parse_flags
 from deeplab_jax.reporting.machine import cpu_description
 
@@ -155,7 +155,7 @@ def main(argv: Sequence[str]) -> None:
         if args.image_scale != 1.0 and os.path.isdir(args.camvid_dir):
             scaled = RescaledSource(camvid.CamVidFolder(args.camvid_dir, "train"),
                                     args.image_scale)
-            height, width = rescaled_size(360, 480, args.image_scale)
+            height, width = scaled[0]["label"].shape  # CamVid's 360x480, resized
             # The smallest 32k+1 canvas that holds it (the CPU protocol's 97x129 at 0.25).
             canvas = tuple(32 * math.ceil(side / 32) + 1 for side in (height, width))
             what = f"real train split resized to {height}x{width} on the host"
