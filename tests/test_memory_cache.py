@@ -6,7 +6,7 @@ import pytest
 
 from configs import camvid
 from deeplab_jax import errors
-from deeplab_jax.data import datasets, input_pipeline
+from deeplab_jax.data import datasets, input_pipeline, labels, rescale
 from deeplab_jax.data.memory_cache import MIB, CachedSource
 
 CAMVID = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "camvid")
@@ -57,6 +57,23 @@ def test_past_its_budget_an_example_is_returned_not_kept():
 def test_a_budget_that_is_not_positive_names_the_fix():
     with pytest.raises(errors.ConfigError, match="cache_mib=-1.*--config.data.cache_mib=256"):
         CachedSource(CountingSource(), -1)
+
+
+def test_a_bad_example_behind_the_wrappers_is_named_by_the_source_that_read_it():
+    """Not 'Example 5 of CachedSource': the folder source's class and the example's file."""
+
+    class BadLabels(CountingSource):
+        num_classes = 3
+
+        def __getitem__(self, index):
+            example = super().__getitem__(index)
+            return {**example, "label": np.full((4, 5), 7, np.uint8)} if index == 5 else example
+
+    source = CachedSource(rescale.RescaledSource(BadLabels(), 0.5), max_mib=1)
+    assert input_pipeline.describe_example(source, 5) == "Example 5 of BadLabels (image_5.png)"
+    with pytest.raises(labels.LabelValueError, match=r"Example 5 of BadLabels \(image_5.png\): "
+                                                     r"label values \[7\]"):
+        input_pipeline.prepare_example(source, 5, source[5], (4, 5), ignore_label=255)
 
 
 @pytest.mark.skipif(not os.path.isdir(CAMVID), reason="no ../shared/data/camvid")

@@ -61,7 +61,13 @@ def host_rows(global_batch_size: int, process_index: int, process_count: int) ->
 
 
 def describe_example(source: ExampleSource, index: int) -> str:
-    """'Example 7 of VocFolder (2007_000033)': the index, the source, and the files when known."""
+    """'Example 7 of VocFolder (2007_000033)': the index, the source, and the files when known.
+
+    Wrappers (`RescaledSource`, `CachedSource`, ...) keep the example's index and expose the
+    source they wrap as `wrapped`; the message names the source that read the files.
+    """
+    while getattr(source, "wrapped", None) is not None:
+        source = source.wrapped
     what = f"Example {index} of {type(source).__name__}"
     for attribute in ("files", "ids"):  # CamVidFolder.files, CustomFolder.files, VocFolder.ids
         names = getattr(source, attribute, None)

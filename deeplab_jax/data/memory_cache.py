@@ -55,6 +55,10 @@ class CachedSource:
         self._lock = threading.Lock()
 
     @property
+    def wrapped(self):
+        return self._source
+
+    @property
     def cached_bytes(self) -> int:
         return self._bytes
 

@@ -49,6 +49,10 @@ class _ResizedSource:
     def __init__(self, source):
         self._source = source
 
+    @property
+    def wrapped(self):
+        return self._source
+
     def size_for(self, height: int, width: int) -> tuple[int, int]:
         raise NotImplementedError
 
