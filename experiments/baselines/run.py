@@ -27,7 +27,6 @@ import logging
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Sequence
@@ -46,9 +45,9 @@ from deeplab_jax.reporting.command_line import parse_flags, setup_logging
 from deeplab_jax.training import nonfinite
 from experiments import seeds as seeds_lib
 from experiments.baselines import protocol, report
+from experiments.results_files import REPO_ROOT, commit
 
 PROGRAM = "python -m experiments.baselines.run"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -69,17 +68,6 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("profile_steps", 5, "Timed steps of each step profile.", **d)
     flags.DEFINE_integer("num_pictures", 4, "Val images in predictions.png.", **d)
     flags.mark_flags_as_required(["workdir", "output_dir"], flag_values=fv)
-
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-        return head + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def measure(config, workdir: str) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from deeplab_jax.data import datasets
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
 from experiments import seeds as seeds_lib
-from experiments.baselines.run import REPO_ROOT, commit, measure
+from experiments.baselines.run import measure
 from experiments.cascade import report, settings, tables
+from experiments.results_files import REPO_ROOT, commit
 
 PROGRAM = "python -m experiments.cascade.run"
 

@@ -25,7 +25,7 @@ from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
 from experiments import seeds as seeds_lib
 from experiments.baselines import protocol
-from experiments.baselines.run import REPO_ROOT, commit
+from experiments.results_files import REPO_ROOT, commit
 
 PROGRAM = "python -m experiments.crf_agreement.rows"
 

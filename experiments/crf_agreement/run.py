@@ -39,7 +39,7 @@ from deeplab_jax.evaluation.outputs import write_json
 from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
-from experiments.baselines.run import REPO_ROOT, commit
+from experiments.results_files import REPO_ROOT, commit
 
 PROGRAM = "python -m experiments.crf_agreement.run"
 FULL_SIZE = (360, 480)  # CamVid's; DeepLab v2's spatial stds are taken at this size

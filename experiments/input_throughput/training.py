@@ -26,8 +26,8 @@ from deeplab_jax import errors, train
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import parse_flags, setup_logging
 from experiments.baselines import protocol
-from experiments.baselines.run import REPO_ROOT, commit
 from experiments.cascade import settings, tables
+from experiments.results_files import REPO_ROOT, commit
 
 PROGRAM = "python -m experiments.input_throughput.training"
 CACHE_SETTINGS = (0, 256)
