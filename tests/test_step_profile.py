@@ -66,6 +66,8 @@ def test_ablation_script_writes_the_table(tmp_path):
         assert cell["seeds"] == [0, 1] and len(cell["miou"]["per_seed"]) == 2
         assert len({os.path.dirname(os.path.dirname(f)) for f in cell["files"]}) == 2
         assert 0 <= cell["miou"]["low"] <= cell["miou"]["high"] <= 1
+    (difference,) = report["differences"]  # train 16 at eval 8 against eval 16, paired
+    assert difference["paired_seeds"] and difference["seeds"] == [2, 2]
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "| 16 | " in table and "78.51" in table
+    assert "| 16 | " in table and "78.51" in table and "train OS 16, eval OS 8" in table
     assert (tmp_path / "out" / "results.png").stat().st_size > 10_000

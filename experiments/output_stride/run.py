@@ -34,6 +34,7 @@ from deeplab_jax.data import datasets
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import start_command
 from experiments import seeds as seeds_lib
+from experiments.results_files import commit
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The config to ablate.", lock_config=True)
@@ -80,6 +81,12 @@ def markdown(report: dict) -> str:
                if (train_stride, e) in cells else "-" for e in eval_strides]
         lines.append(f"| {train_stride} | " + " | ".join(row)
                      + f" | {PAPER_BEST_CELL.get(train_stride, '-')} |")
+    if report.get("differences"):
+        lines += ["", "Differences between cells (mean mIoU, the higher first; 95% interval with "
+                  "the images paired and, for two train strides, the seeds resampled apart; "
+                  "for one train stride at two eval strides, each seed's network paired with "
+                  "itself):", ""]
+        lines += seeds_lib.format_orderings(report["differences"])
     lines += ["", "Cost of training at each stride (one device, the config's batch; memory "
               "from XLA's buffer assignment, per image from compiling at 2x the batch):", "",
               "| train OS | step ms | images/s | train GFLOPs/image | memory at batch | "
@@ -95,8 +102,37 @@ def markdown(report: dict) -> str:
             f"{'n/a' if flops is None else f'{flops / 1e9:.3f}'} | "
             f"{_bytes((p['memory'] or {}).get('total'))} | {_bytes(p['memory_per_image'])} | "
             f"{_bytes(p['memory_fixed'])} | {fits} | {_bytes(p['peak_bytes_in_use'])} |")
-    lines += ["", f"Command: `{report['command']}`", f"Wall time: {report['wall_s'] / 60:.1f} min."]
+    lines += ["", f"Command: `{report['command']}`", f"Commit: `{report.get('commit', 'n/a')}`",
+              f"Wall time: {report['wall_s'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def differences(files: dict[tuple[int, int], list[str]]) -> list[dict]:
+    """The cells that differ in one stride: adjacent train strides at each eval stride
+    (different networks: seeds resampled per cell) and adjacent eval strides of each train
+    stride (one network per seed: paired). Each as `seeds.format_orderings` prints it."""
+    train_strides = sorted({t for t, _ in files})
+    eval_strides = sorted({e for _, e in files})
+    pairs = [((t1, e), (t2, e), False) for e in eval_strides
+             for t1, t2 in zip(train_strides, train_strides[1:])]
+    pairs += [((t, e1), (t, e2), True) for t in train_strides
+              for e1, e2 in zip(eval_strides, eval_strides[1:])]
+    results = []
+    for a, b, paired in pairs:
+        if a not in files or b not in files:
+            continue
+        result = seeds_lib.difference(files[a], files[b], paired_seeds=paired)  # b - a
+        if result["difference"] >= 0:
+            (lower, higher), sign = (a, b), 1.0
+        else:
+            (lower, higher), sign = (b, a), -1.0
+        low, high = sorted((sign * result["low"], sign * result["high"]))
+        results.append({"higher": f"train OS {higher[0]}, eval OS {higher[1]}",
+                        "lower": f"train OS {lower[0]}, eval OS {lower[1]}",
+                        "difference": sign * result["difference"], "low": low, "high": high,
+                        "separated": result["separated"], "seeds": result["seeds"],
+                        "paired_seeds": paired})
+    return results
 
 
 def plot(report: dict, path: str) -> None:
@@ -175,8 +211,9 @@ def main(argv):
         "command": "python -m experiments.output_stride.run " + shlex.join(sys.argv[1:]),
         "config_file": config_file,
         "overrides": " ".join(overrides), "note": FLAGS.note, "seeds": seeds, "cells": cells,
+        "differences": differences(files),
         "profiles": profiles, "paper_best_cell": PAPER_BEST_CELL,
-        "machine": machine.describe(),
+        "commit": commit(), "machine": machine.describe(),
         "wall_s": time.time() - start,
     }
     os.makedirs(FLAGS.output_dir, exist_ok=True)
