@@ -73,3 +73,7 @@ def test_the_table_prints_every_difference(grid):
     table = run.markdown(report)
     assert table.count("**separated**") == 3 and "within the noise" in table
     assert "Commit: `abc1234`" in table
+    for line in table.splitlines():  # every table's header, delimiter and rows: same width
+        if line.startswith("| --- |"):
+            header = table.splitlines()[table.splitlines().index(line) - 1]
+            assert line.count("|") == header.count("|"), header

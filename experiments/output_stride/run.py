@@ -92,7 +92,7 @@ def markdown(report: dict) -> str:
               "| train OS | step ms | images/s | train GFLOPs/image | memory at batch | "
               "per image | fixed | max batch at "
               + " / ".join(f"{m} GB" for m in DEVICE_MEMORIES_GB) + " | measured peak |",
-              "| --- |" + " --- |" * 9]
+              "| --- |" + " --- |" * 8]
     for train_stride in train_strides:
         p = report["profiles"][str(train_stride)]
         fits = " / ".join(str(step_profile.max_batch_size(p, m * 1e9)) for m in DEVICE_MEMORIES_GB)
