@@ -1,7 +1,6 @@
 """The comparison's files: results.json, results.md (the table) and predictions.png."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -14,6 +13,7 @@ from deeplab_jax.inference.restore import restore_model
 from deeplab_jax.reporting import figures, machine, visualize
 from deeplab_jax.reporting.eta import format_duration
 from experiments import seeds as seeds_lib
+from experiments.results_files import write_results
 
 
 def _mean(entry: dict[str, Any]) -> str:
@@ -93,10 +93,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write(results: dict[str, Any], output_dir: str) -> None:
-    with open(os.path.join(output_dir, "results.json"), "w") as file:
-        json.dump(results, file, indent=2)
-    with open(os.path.join(output_dir, "results.md"), "w") as file:
-        file.write(markdown(results))
+    write_results(output_dir, results, markdown(results))
 
 
 def write_predictions(results: dict[str, Any], configs: dict[str, Any], output_dir: str,

@@ -18,7 +18,6 @@ are rescaled to each train stride (rates must stay whole numbers).
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -34,7 +33,7 @@ from deeplab_jax.data import datasets
 from deeplab_jax.reporting import machine
 from deeplab_jax.reporting.command_line import start_command
 from experiments import seeds as seeds_lib
-from experiments.results_files import commit
+from experiments.results_files import commit, write_results
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The config to ablate.", lock_config=True)
@@ -216,12 +215,8 @@ def main(argv):
         "commit": commit(), "machine": machine.describe(),
         "wall_s": time.time() - start,
     }
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as file:
-        json.dump(report, file, indent=2)
     text = markdown(report)
-    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as file:
-        file.write(text)
+    write_results(FLAGS.output_dir, report, text)
     plot(report, os.path.join(FLAGS.output_dir, "results.png"))
     print(text)
 
