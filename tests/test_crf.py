@@ -177,3 +177,26 @@ def test_on_a_real_image_the_shipped_default_is_the_exact_mean_field():
     grid = crf.CRFParams(**{**exact.__dict__, "downsample": 4})
     approximate = np.asarray(crf.mean_field(probabilities, images, params=grid)).argmax(-1)
     assert 0.5 < (approximate == labels).mean() < 0.99
+
+
+def test_a_slow_exact_crf_on_cpu_says_so_and_names_the_faster_setting(caplog):
+    """Traced only (jax.eval_shape): a 240x320 canvas does not keep its kernel, so the exact
+    path would take minutes per image on CPU, and the log says how long and what to set;
+    a 90x120 canvas keeps it and says nothing."""
+    from deeplab_jax.evaluation import evaluate
+
+    def trace(height, width, downsample):
+        params = crf.CRFParams(downsample=downsample)
+        probabilities = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+        images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+        sizes = jnp.asarray([[height, width]], jnp.int32)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            jax.eval_shape(lambda p, i: evaluate.refine(p, i, sizes, params), probabilities,
+                           images)
+        return caplog.text
+
+    assert jax.default_backend() == "cpu"
+    text = trace(240, 320, 1)
+    assert "minutes per image on CPU" in text and "--config.eval.crf.downsample=4" in text
+    assert trace(90, 120, 1) == "" and trace(240, 320, 4) == ""

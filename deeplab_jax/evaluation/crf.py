@@ -130,6 +130,12 @@ def _smoothness_sums(positional, x, params: CRFParams, shape) -> jax.Array:
     return _gaussian_filter(x.reshape(*shape, -1), params.gaussian_xy_std).reshape(x.shape)
 
 
+def exact_kernel_values(num_pixels: int, params: CRFParams) -> int:
+    """Appearance-kernel values the exact path computes per image when it does not keep the
+    kernel: N^2 for the normalisation and N^2 per iteration."""
+    return (params.iterations + 1) * num_pixels ** 2
+
+
 def caches_kernel(num_pixels: int, params: CRFParams) -> bool:
     """Whether the exact appearance kernel of an image of `num_pixels` is kept (float32)."""
     return (params.downsample == 1
