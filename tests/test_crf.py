@@ -198,5 +198,5 @@ def test_a_slow_exact_crf_on_cpu_says_so_and_names_the_faster_setting(caplog):
 
     assert jax.default_backend() == "cpu"
     text = trace(240, 320, 1)
-    assert "minutes per image on CPU" in text and "--config.eval.crf.downsample=4" in text
+    assert "minutes per image on CPU" in text and "--config.eval.crf.downsample=2" in text
     assert trace(90, 120, 1) == "" and trace(240, 320, 4) == ""

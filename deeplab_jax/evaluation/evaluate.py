@@ -82,10 +82,10 @@ def refine(probabilities: jax.Array, images: jax.Array, sizes: jax.Array,
         logging.warning(
             "The exact dense CRF recomputes its %dx%d appearance kernel in every iteration on "
             "this %dx%d canvas: about %.0f minutes per image on CPU (measured: 28 minutes at "
-            "360x480 on 2 Zen 4 cores). --config.eval.crf.downsample=4 takes about a minute "
-            "there, and agreed with the exact labels on 99.3%% of a CamVid image's pixels at "
-            "360x480 with a trained model's unaries, less at smaller sizes and with noisier "
-            "unaries (experiments/crf_agreement).", height * width, height * width, height,
+            "360x480 on 2 Zen 4 cores). --config.eval.crf.downsample=2 takes about 5 minutes "
+            "there and agreed with the exact labels on 99.3-99.7%% of a CamVid image's pixels at "
+            "360x480 (downsample=4: 1 minute, 98.4-99.3%%; fewer at smaller sizes; "
+            "experiments/crf_agreement).", height * width, height * width, height,
             width, crf.exact_kernel_values(height * width, crf_params) / CPU_KERNEL_VALUES_PER_S
             / 60)
     valid = inside(sizes, height, width)
