@@ -30,8 +30,8 @@ from deeplab_jax.models.resize import resize_bilinear
 from deeplab_jax.reporting.eta import ProgressLog
 
 # The exact CRF's kernel values per second on 2 AMD EPYC Zen 4 cores, JAX 0.10.2, from
-# experiments/crf_agreement (360x480: 11 x 172800^2 values in 1701 s; 180x240: 1.1e8/s on
-# cores shared with two training runs): only for the estimate the warning in `refine` gives.
+# experiments/crf_agreement (360x480: 11 x 172800^2 values in 1701 s, the cores shared with a
+# training run; 180x240: 1.1e8/s, shared with two): only for the estimate `refine` logs.
 CPU_KERNEL_VALUES_PER_S = 2e8
 
 PyTree = Any
